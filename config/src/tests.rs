@@ -1,0 +1,194 @@
+//! Tests of loading and validation, including every shipped example.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+/// Writes `name` in `dir` with `mode`.
+fn write(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, bytes).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+fn parse(dir: &Path, text: &str) -> Result<Config, ConfigError> {
+    let path = dir.join("otpgate.toml");
+    fs::write(&path, text).unwrap();
+    load(&path)
+}
+
+/// Every example under packaging/config parses once its /etc/otpgate secret files exist.
+#[test]
+fn shipped_examples_parse() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/config");
+    let mut seen = 0;
+    for entry in fs::read_dir(&examples).unwrap() {
+        let example = entry.unwrap().path();
+        if example.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let text = fs::read_to_string(&example).unwrap();
+        let text = text.replace("/etc/otpgate/", &format!("{}/", dir.path().display()));
+        write(dir.path(), "master.key", &[7u8; 32], 0o600);
+        for secret in [
+            "ldap.secret",
+            "radius-vpn.secret",
+            "pam-radius.secret",
+            "smtp.secret",
+        ] {
+            write(dir.path(), secret, b"s3cret\n", 0o600);
+        }
+        let config =
+            parse(dir.path(), &text).unwrap_or_else(|e| panic!("{}: {e}", example.display()));
+        seen += 1;
+        if let Some(DirectoryConfig::Ldap(ldap)) = &config.directory {
+            assert_eq!(
+                ldap.bind_password.expose(),
+                b"s3cret",
+                "trailing newline is not part of the secret"
+            );
+        }
+    }
+    assert!(seen >= 2, "expected the shipped examples, found {seen}");
+}
+
+#[test]
+fn defaults_follow_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = parse(dir.path(), "").unwrap();
+    assert_eq!(c.totp.digits, 6);
+    assert_eq!(c.totp.period.as_secs(), 30);
+    assert_eq!(c.totp.skew_steps, 1);
+    assert_eq!(c.email_otp.digits, 8);
+    assert_eq!(c.email_otp.valid_for.as_secs(), 86_400);
+    assert_eq!(c.lockout.max_failures, 10);
+    assert_eq!(c.lockout.lock_for.as_secs(), 900);
+    assert_eq!(c.trust.remember_for.as_secs(), 7 * 86_400);
+    assert!(c.require_core().is_err());
+}
+
+#[test]
+fn unknown_key_names_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = parse(dir.path(), "[totp]\ndigits = 6\nperiode = \"30s\"\n").unwrap_err();
+    assert_eq!(err.line, Some(3), "{err}");
+    assert!(err.message.contains("periode"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}:3:", dir.path().join("otpgate.toml").display()))
+    );
+}
+
+#[test]
+fn bad_duration_names_its_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = parse(
+        dir.path(),
+        "[lockout]\nmax_failures = 3\nlock_for = \"15\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("lockout.lock_for"));
+    assert_eq!(err.line, Some(3));
+    assert!(err.message.contains("no unit"), "{err}");
+}
+
+#[test]
+fn bad_client_address_names_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.secret", b"x", 0o600);
+    let text = "[radius]\n[[radius.clients]]\nname = \"a\"\naddress = \"10.0.0.0/8\"\nsecret_file = \"a.secret\"\n\
+                [[radius.clients]]\nname = \"b\"\naddress = \"nonsense\"\nsecret_file = \"a.secret\"\n";
+    let err = parse(dir.path(), text).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("radius.clients[1].address"));
+    assert_eq!(err.line, Some(8));
+}
+
+#[test]
+fn secret_files_open_to_others_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "master.key", &[1u8; 32], 0o640);
+    let err = parse(dir.path(), "[secrets]\nkey_file = \"master.key\"\n").unwrap_err();
+    assert!(err.message.contains("chmod 600"), "{err}");
+    write(dir.path(), "master.key", &[1u8; 32], 0o600);
+    assert!(
+        parse(dir.path(), "[secrets]\nkey_file = \"master.key\"\n")
+            .unwrap()
+            .master_key
+            .is_some()
+    );
+
+    write(dir.path(), "r.secret", b"x", 0o644);
+    let text = "[radius]\n[[radius.clients]]\nname = \"a\"\naddress = \"127.0.0.1\"\nsecret_file = \"r.secret\"\n";
+    assert!(
+        parse(dir.path(), text)
+            .unwrap_err()
+            .message
+            .contains("others")
+    );
+}
+
+#[test]
+fn master_key_must_be_32_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "master.key", b"short\n", 0o600);
+    let err = parse(dir.path(), "[secrets]\nkey_file = \"master.key\"\n").unwrap_err();
+    assert!(err.message.contains("exactly 32"), "{err}");
+}
+
+#[test]
+fn env_secrets_can_be_forbidden() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[smtp]\nurl = \"smtp://127.0.0.1:25\"\nfrom = \"a@b.c\"\nusername = \"u\"\npassword_env = \"OTPGATE_TEST_NEVER_SET\"\n";
+    let path = dir.path().join("c.toml");
+    fs::write(&path, text).unwrap();
+    let strict = LoadOptions {
+        allow_env_secrets: false,
+        check_permissions: true,
+    };
+    assert!(
+        load_with(&path, &strict)
+            .unwrap_err()
+            .message
+            .contains("not allowed")
+    );
+    assert!(load(&path).unwrap_err().message.contains("not set"));
+}
+
+#[test]
+fn denied_domain_rules() {
+    let exact = DomainRule::Exact("example.ac.jp".into());
+    let sub = DomainRule::Subdomains("example.ac.jp".into());
+    assert!(exact.matches("EXAMPLE.ac.jp"));
+    assert!(!exact.matches("mail.example.ac.jp"));
+    assert!(sub.matches("mail.example.ac.jp"));
+    assert!(!sub.matches("example.ac.jp"));
+    assert!(!sub.matches("badexample.ac.jp"));
+}
+
+#[test]
+fn store_needs_exactly_one_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = parse(dir.path(), "[store]\nkind = \"redis\"\n").unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("store.url"));
+    let err = parse(dir.path(), "[store]\nkind = \"embedded\"\n").unwrap_err();
+    assert!(err.message.contains("path"), "{err}");
+    let c = parse(
+        dir.path(),
+        "[store]\nkind = \"embedded\"\npath = \"s.redb\"\n",
+    )
+    .unwrap();
+    assert!(
+        matches!(c.store, Some(StoreConfig::Embedded { ref path, .. }) if path == &dir.path().join("s.redb"))
+    );
+}
+
+#[test]
+fn pam_server_mode_needs_servers_and_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = parse(dir.path(), "[pam]\nbackend = \"server\"\n").unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("pam.servers"));
+}
