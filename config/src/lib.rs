@@ -117,7 +117,7 @@ impl Config {
 /// Where users and their passwords live.
 #[derive(Debug, Clone)]
 pub enum DirectoryConfig {
-    Ldap(LdapConfig),
+    Ldap(Box<LdapConfig>),
     /// A users file with argon2 hashes, for a single host and the demo.
     File {
         path: PathBuf,

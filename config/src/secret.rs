@@ -80,12 +80,10 @@ pub(crate) fn read_secret_file(
     }
     let mut bytes =
         std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if strip_newline {
-        if bytes.last() == Some(&b'\n') {
+    if strip_newline && bytes.last() == Some(&b'\n') {
+        bytes.pop();
+        if bytes.last() == Some(&b'\r') {
             bytes.pop();
-            if bytes.last() == Some(&b'\r') {
-                bytes.pop();
-            }
         }
     }
     let secret = SecretBytes::new(bytes.clone());

@@ -264,7 +264,7 @@ fn directory(cx: &Ctx<'_>, d: raw::RawDirectory) -> Result<DirectoryConfig, Conf
             if pool_size == 0 || pool_size > 256 {
                 return Err(cx.err(S, None, Some("pool_size"), "must be between 1 and 256"));
             }
-            Ok(DirectoryConfig::Ldap(LdapConfig {
+            Ok(DirectoryConfig::Ldap(Box::new(LdapConfig {
                 urls: d.urls,
                 base_dn: cx.required(S, "base_dn", d.base_dn)?,
                 user_filter,
@@ -281,7 +281,7 @@ fn directory(cx: &Ctx<'_>, d: raw::RawDirectory) -> Result<DirectoryConfig, Conf
                 tls_ca_file: d.tls_ca_file.map(|p| cx.path(&p)),
                 timeout: cx.duration(S, "timeout", d.timeout.as_ref(), DEFAULT_LDAP_TIMEOUT)?,
                 pool_size,
-            }))
+            })))
         }
         "file" => {
             if !d.urls.is_empty() || d.bind_dn.is_some() {
