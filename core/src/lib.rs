@@ -1,2 +1,29 @@
-//! Placeholder.
+//! otpgate core: every rule of the second factor, knowing nothing of RADIUS, PAM or HTTP.
+//!
+//! # Layout
+//!
+//! - [`user`]: user names (checked, canonical) and the user state machine's states.
+//! - [`clock`], [`random`]: time and randomness, passed in.
+//! - [`directory`]: LDAP and users-file directories; the password check and its proof.
+//! - [`store`]: Redis and embedded stores behind one contract; atomic single-use,
+//!   replay and counter operations.
+//! - [`error`]: refusals versus backend failures (which always fail closed).
 #![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod clock;
+pub mod directory;
+pub mod error;
+pub mod random;
+pub mod store;
+pub mod user;
+
+pub use error::{Backend, CoreError, Refusal};

@@ -1,0 +1,1 @@
+//! The suite every store backend must pass. Filled in with the backends.

@@ -1,0 +1,488 @@
+//! Second-factor state: Redis for real deployments, an embedded redb file for one host.
+//!
+//! # The contract
+//!
+//! Every operation that decides whether a code is accepted is **atomic in the store**
+//! (a Lua script on Redis, one write transaction on redb), so two server processes that
+//! share a store never accept one code twice. All of one user's keys share a Redis hash
+//! tag (`{user}`), so those scripts also run on Redis Cluster. Every record that should
+//! expire carries its expiry (`expires_at`), and Redis keys also carry a TTL.
+//!
+//! Time is passed in (`now`); backends never read the clock. A backend error is a
+//! [`StoreError`], which the core turns into a fail-closed backend error.
+//!
+//! # Layout
+//!
+//! - this module: the records and [`StoreBackend`], the contract both backends keep;
+//!   [`Store`], the enum the core holds.
+//! - `keys`: key names (shared by both backends).
+//! - `redis`: Redis standalone / Cluster / Sentinel, with Lua scripts.
+//! - `embedded`: redb, one write transaction per operation.
+//! - `conformance`: one test suite that every backend must pass.
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+use crate::user::UserName;
+
+pub mod embedded;
+pub mod keys;
+pub mod redis;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+/// A store failure: unreachable, timed out, or an answer that cannot be read.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Could not reach the store, or it timed out. The caller fails closed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered with data that cannot be decoded.
+    #[error("store data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// An encrypted TOTP secret as stored (AES-256-GCM; see `crate::secret`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedSecret {
+    /// 12-byte nonce, base64/hex as the sealing code chooses.
+    pub nonce: String,
+    /// Ciphertext with its tag.
+    pub ciphertext: String,
+}
+
+/// The per-user record. Written only through [`StoreBackend::save_account`], which
+/// compares versions, so two concurrent writers cannot lose each other's change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// Incremented by every successful save; 0 means "never saved".
+    pub version: u64,
+    /// The enrolled app secret.
+    pub totp: Option<SealedSecret>,
+    /// When the app was enrolled.
+    pub enrolled_at: Option<Timestamp>,
+    /// An issued app secret awaiting its first code.
+    pub totp_pending: Option<SealedSecret>,
+    /// The confirmed notification address.
+    pub notification_address: Option<String>,
+    /// When the record was first saved.
+    pub created_at: Option<Timestamp>,
+}
+
+/// Everything the login path needs, read in one round trip.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserRecord {
+    /// `None` when the user has never been saved.
+    pub account: Option<Account>,
+    /// Consecutive second-factor failures.
+    pub failures: u32,
+    /// Set while the user is locked (only when later than `now`).
+    pub locked_until: Option<Timestamp>,
+    /// The last TOTP step accepted for this user.
+    pub last_totp_step: Option<u64>,
+}
+
+/// What [`StoreBackend::accept_totp_step`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// The step was later than the last accepted one; it is now the last, and the
+    /// failure count is reset.
+    Accepted,
+    /// The step was not later than the last accepted one: a replay.
+    Replay,
+    /// The user is locked until then; nothing was changed.
+    Locked(Timestamp),
+}
+
+/// What [`StoreBackend::record_failure`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureOutcome {
+    /// Consecutive failures including this one.
+    pub failures: u32,
+    /// Set when this failure (or an earlier one) locked the user.
+    pub locked_until: Option<Timestamp>,
+}
+
+/// The single-use slots a user has; a new code in a slot replaces the old one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CodeSlot {
+    /// An email OTP or a helpdesk OTP (same rules, one slot: a new one replaces the old).
+    Login,
+    /// The code that confirms a new notification address (payload: the address).
+    AddressConfirmation,
+    /// The token of a mailed reset link.
+    Reset,
+}
+
+impl CodeSlot {
+    /// The name used in keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CodeSlot::Login => "login",
+            CodeSlot::AddressConfirmation => "address",
+            CodeSlot::Reset => "reset",
+        }
+    }
+}
+
+/// An outstanding code, stored only as a keyed hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredCode {
+    /// HMAC-SHA256 of the code under a key derived from the master key (hex).
+    pub hash: String,
+    /// When it stops being valid.
+    pub expires_at: Timestamp,
+    /// Slot-specific data (the new address for `AddressConfirmation`).
+    pub payload: Option<String>,
+    /// Who issued it: "email", "helpdesk:<operator>", ...
+    pub issued_by: String,
+}
+
+/// A remembered device (browser cookie, PAM remote host, RADIUS Calling-Station-Id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustedDevice {
+    /// Short random id shown to the user for revocation.
+    pub id: String,
+    /// Keyed hash of the device identifier (never the identifier itself).
+    pub key_hash: String,
+    /// "portal", "pam", "radius".
+    pub door: String,
+    /// What the user sees: a browser description, the remote host, the station id.
+    pub label: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// A request waiting for a helpdesk operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelpdeskRequest {
+    pub user: UserName,
+    /// "login-code" or "reset".
+    pub kind: String,
+    /// Which door it came from and how ("radius vpn", "portal", ...).
+    pub via: String,
+    pub requested_at: Timestamp,
+    /// Dropped from the queue after this.
+    pub expires_at: Timestamp,
+}
+
+/// An answered challenge round's state (RADIUS Access-Challenge), kept between rounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChallengeAnswer {
+    /// The data stored with the challenge (the serialised login state).
+    pub data: Vec<u8>,
+    /// Answers made so far, including this one (1-based).
+    pub answers: u32,
+}
+
+/// The contract each store keeps. Every method is one round trip (one script, one
+/// transaction). `now` is the caller's clock.
+#[allow(async_fn_in_trait)]
+pub trait StoreBackend {
+    /// Whether the store answers (RADIUS Status-Server, readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The account, failure count, lock and last TOTP step, in one read. A lock whose
+    /// time has passed is reported as `None`.
+    async fn load(&self, user: &UserName, now: Timestamp) -> Result<UserRecord, StoreError>;
+
+    /// Saves `account` if the stored version is `expected_version` (0: none stored);
+    /// the stored version becomes `expected_version + 1`. Returns `false` on a
+    /// conflict, changing nothing.
+    async fn save_account(
+        &self,
+        user: &UserName,
+        expected_version: u64,
+        account: &Account,
+    ) -> Result<bool, StoreError>;
+
+    /// Atomically: if the user is locked, `Locked`; else if `step` is later than the last
+    /// accepted step (or none), records it, resets the failure count, `Accepted`; else
+    /// `Replay`. The last step never expires on its own (it guards against replays for
+    /// as long as the account exists).
+    async fn accept_totp_step(
+        &self,
+        user: &UserName,
+        step: u64,
+        now: Timestamp,
+    ) -> Result<StepOutcome, StoreError>;
+
+    /// Atomically counts a failure; when the count reaches `max_failures` the user is
+    /// locked until `now + lock_for` (seconds). Counts survive restarts; the counter
+    /// key expires 30 days after the last failure.
+    async fn record_failure(
+        &self,
+        user: &UserName,
+        now: Timestamp,
+        max_failures: u32,
+        lock_for: u64,
+    ) -> Result<FailureOutcome, StoreError>;
+
+    /// Clears the failure count and any lock (a success, or an admin's unlock).
+    async fn clear_failures(&self, user: &UserName) -> Result<(), StoreError>;
+
+    /// Puts a code in a slot, replacing what was there. Expires at `code.expires_at`.
+    async fn put_code(
+        &self,
+        user: &UserName,
+        slot: CodeSlot,
+        code: &StoredCode,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Atomically: if the slot holds an unexpired code whose hash equals `hash`
+    /// (compared in constant time), deletes it and returns it; else returns `None`
+    /// and leaves the slot as it was.
+    async fn consume_code(
+        &self,
+        user: &UserName,
+        slot: CodeSlot,
+        hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<StoredCode>, StoreError>;
+
+    /// Empties a slot (a failed mail must leave no usable code).
+    async fn delete_code(&self, user: &UserName, slot: CodeSlot) -> Result<(), StoreError>;
+
+    /// The unexpired code in a slot, if any (to show a pending address, not to check).
+    async fn peek_code(
+        &self,
+        user: &UserName,
+        slot: CodeSlot,
+        now: Timestamp,
+    ) -> Result<Option<StoredCode>, StoreError>;
+
+    /// Stores a challenge under `id` for `ttl` seconds, with no answers yet.
+    async fn put_challenge(
+        &self,
+        user: &UserName,
+        id: &str,
+        data: &[u8],
+        ttl: u64,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Atomically counts an answer to the challenge `id`. Returns it while the count is
+    /// at most `max_answers` and it has not expired; past that, deletes it and returns
+    /// `None`.
+    async fn answer_challenge(
+        &self,
+        user: &UserName,
+        id: &str,
+        max_answers: u32,
+        now: Timestamp,
+    ) -> Result<Option<ChallengeAnswer>, StoreError>;
+
+    /// Deletes a challenge (answered correctly, or replaced).
+    async fn delete_challenge(&self, user: &UserName, id: &str) -> Result<(), StoreError>;
+
+    /// Adds (or replaces, by `id`) a trusted device.
+    async fn add_trusted(
+        &self,
+        user: &UserName,
+        device: &TrustedDevice,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// The user's unexpired trusted devices, oldest first.
+    async fn list_trusted(
+        &self,
+        user: &UserName,
+        now: Timestamp,
+    ) -> Result<Vec<TrustedDevice>, StoreError>;
+
+    /// Whether an unexpired device with this `key_hash` is trusted.
+    async fn is_trusted(
+        &self,
+        user: &UserName,
+        key_hash: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Revokes one device by id, or all with `None`. Returns how many were removed.
+    async fn revoke_trusted(&self, user: &UserName, id: Option<&str>) -> Result<usize, StoreError>;
+
+    /// Queues (or replaces, per user) a helpdesk request.
+    async fn enqueue_helpdesk(&self, request: &HelpdeskRequest) -> Result<(), StoreError>;
+
+    /// Unexpired helpdesk requests, oldest first.
+    async fn list_helpdesk(&self, now: Timestamp) -> Result<Vec<HelpdeskRequest>, StoreError>;
+
+    /// Removes a user's helpdesk request. Returns whether there was one.
+    async fn remove_helpdesk(&self, user: &UserName) -> Result<bool, StoreError>;
+
+    /// Appends an audit record (a JSON object) at time `at`; records older than
+    /// `at - keep` seconds may be dropped.
+    async fn append_audit(&self, at: Timestamp, record: &str, keep: u64) -> Result<(), StoreError>;
+
+    /// Audit records at or after `since`, oldest first, at most `limit`.
+    async fn read_audit(&self, since: Timestamp, limit: usize) -> Result<Vec<String>, StoreError>;
+}
+
+/// The store the core holds: one of the backends.
+pub enum Store {
+    /// Redis (standalone, Cluster or Sentinel).
+    Redis(redis::RedisStore),
+    /// redb, single process.
+    Embedded(embedded::EmbeddedStore),
+}
+
+/// Forwards each contract method to the backend.
+macro_rules! dispatch {
+    ($self:ident, $method:ident ( $($arg:expr),* )) => {
+        match $self {
+            Store::Redis(s) => s.$method($($arg),*).await,
+            Store::Embedded(s) => s.$method($($arg),*).await,
+        }
+    };
+}
+
+impl StoreBackend for Store {
+    async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, ping())
+    }
+    async fn load(&self, user: &UserName, now: Timestamp) -> Result<UserRecord, StoreError> {
+        dispatch!(self, load(user, now))
+    }
+    async fn save_account(
+        &self,
+        user: &UserName,
+        expected_version: u64,
+        account: &Account,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, save_account(user, expected_version, account))
+    }
+    async fn accept_totp_step(
+        &self,
+        user: &UserName,
+        step: u64,
+        now: Timestamp,
+    ) -> Result<StepOutcome, StoreError> {
+        dispatch!(self, accept_totp_step(user, step, now))
+    }
+    async fn record_failure(
+        &self,
+        user: &UserName,
+        now: Timestamp,
+        max_failures: u32,
+        lock_for: u64,
+    ) -> Result<FailureOutcome, StoreError> {
+        dispatch!(self, record_failure(user, now, max_failures, lock_for))
+    }
+    async fn clear_failures(&self, user: &UserName) -> Result<(), StoreError> {
+        dispatch!(self, clear_failures(user))
+    }
+    async fn put_code(
+        &self,
+        user: &UserName,
+        slot: CodeSlot,
+        code: &StoredCode,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, put_code(user, slot, code, now))
+    }
+    async fn consume_code(
+        &self,
+        user: &UserName,
+        slot: CodeSlot,
+        hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<StoredCode>, StoreError> {
+        dispatch!(self, consume_code(user, slot, hash, now))
+    }
+    async fn delete_code(&self, user: &UserName, slot: CodeSlot) -> Result<(), StoreError> {
+        dispatch!(self, delete_code(user, slot))
+    }
+    async fn peek_code(
+        &self,
+        user: &UserName,
+        slot: CodeSlot,
+        now: Timestamp,
+    ) -> Result<Option<StoredCode>, StoreError> {
+        dispatch!(self, peek_code(user, slot, now))
+    }
+    async fn put_challenge(
+        &self,
+        user: &UserName,
+        id: &str,
+        data: &[u8],
+        ttl: u64,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, put_challenge(user, id, data, ttl, now))
+    }
+    async fn answer_challenge(
+        &self,
+        user: &UserName,
+        id: &str,
+        max_answers: u32,
+        now: Timestamp,
+    ) -> Result<Option<ChallengeAnswer>, StoreError> {
+        dispatch!(self, answer_challenge(user, id, max_answers, now))
+    }
+    async fn delete_challenge(&self, user: &UserName, id: &str) -> Result<(), StoreError> {
+        dispatch!(self, delete_challenge(user, id))
+    }
+    async fn add_trusted(
+        &self,
+        user: &UserName,
+        device: &TrustedDevice,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, add_trusted(user, device, now))
+    }
+    async fn list_trusted(
+        &self,
+        user: &UserName,
+        now: Timestamp,
+    ) -> Result<Vec<TrustedDevice>, StoreError> {
+        dispatch!(self, list_trusted(user, now))
+    }
+    async fn is_trusted(
+        &self,
+        user: &UserName,
+        key_hash: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, is_trusted(user, key_hash, now))
+    }
+    async fn revoke_trusted(&self, user: &UserName, id: Option<&str>) -> Result<usize, StoreError> {
+        dispatch!(self, revoke_trusted(user, id))
+    }
+    async fn enqueue_helpdesk(&self, request: &HelpdeskRequest) -> Result<(), StoreError> {
+        dispatch!(self, enqueue_helpdesk(request))
+    }
+    async fn list_helpdesk(&self, now: Timestamp) -> Result<Vec<HelpdeskRequest>, StoreError> {
+        dispatch!(self, list_helpdesk(now))
+    }
+    async fn remove_helpdesk(&self, user: &UserName) -> Result<bool, StoreError> {
+        dispatch!(self, remove_helpdesk(user))
+    }
+    async fn append_audit(&self, at: Timestamp, record: &str, keep: u64) -> Result<(), StoreError> {
+        dispatch!(self, append_audit(at, record, keep))
+    }
+    async fn read_audit(&self, since: Timestamp, limit: usize) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, read_audit(since, limit))
+    }
+}
+
+impl Store {
+    /// Opens the configured store. Redis connects lazily-but-checked: the first
+    /// connection is made here, with the configured timeout.
+    pub async fn open(config: &otpgate_config::StoreConfig) -> Result<Store, StoreError> {
+        match config {
+            otpgate_config::StoreConfig::Redis {
+                target,
+                key_prefix,
+                timeout,
+            } => Ok(Store::Redis(
+                redis::RedisStore::connect(target, key_prefix, *timeout).await?,
+            )),
+            otpgate_config::StoreConfig::Embedded { path, key_prefix } => Ok(Store::Embedded(
+                embedded::EmbeddedStore::open(path, key_prefix)?,
+            )),
+        }
+    }
+}
