@@ -22,7 +22,9 @@
 pub mod clock;
 pub mod directory;
 pub mod error;
+pub mod otp;
 pub mod random;
+pub mod secret;
 pub mod store;
 pub mod user;
 
