@@ -9,6 +9,7 @@
 //!   replay and counter operations.
 //! - [`otp`]: TOTP and code generation, pure.
 //! - [`secret`]: sealing TOTP secrets, keyed hashes of codes and devices.
+//! - [`qr`]: QR codes for enrollment (terminal, PNG, SVG).
 //! - [`mail`]: SMTP and the texts mailed.
 //! - [`audit`]: the audit trail.
 //! - [`service`]: [`Core`], the one API the doors call, with the login proofs.
@@ -30,6 +31,7 @@ pub mod directory;
 pub mod error;
 pub mod mail;
 pub mod otp;
+pub mod qr;
 pub mod random;
 pub mod secret;
 pub mod service;

@@ -54,7 +54,8 @@ pub fn hotp(key: &[u8], counter: u64, digits: u32, algorithm: TotpAlgorithm) -> 
     let offset = digest.last().map_or(0, |b| usize::from(b & 0x0f));
     let word = digest
         .get(offset..offset + 4)
-        .map_or(0, |w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+        .and_then(|w| <[u8; 4]>::try_from(w).ok())
+        .map_or(0, u32::from_be_bytes);
     let value = (word & 0x7fff_ffff) % 10u32.pow(digits);
     format!("{value:0width$}", width = digits as usize)
 }
