@@ -3,8 +3,12 @@
 //! # Layout
 //!
 //! - `attr`
+//! - `auth`
 //! - `codec`
+//! - `exchange`
+//! - `password`
 //! - `reader`
+//! - `request`: server side, `VerifiedRequest` and `encode_reply`
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
@@ -18,10 +22,21 @@
 #![warn(missing_docs)]
 
 pub mod attr;
+pub mod auth;
 pub mod codec;
+pub mod exchange;
+pub mod password;
 pub mod reader;
+pub mod request;
 #[cfg(test)]
 mod testdata;
 
 pub use attr::Attribute;
+pub use auth::Secret;
 pub use codec::{Code, DecodeError, EncodeError, MAX_ATTRIBUTES, Packet, decode, encode};
+pub use exchange::{
+    AccessRequestParams, ClientError, Reply, ReplyError, check_reply, encode_access_request,
+    encode_status_server,
+};
+pub use password::PasswordError;
+pub use request::{RequestError, VerifiedRequest, encode_reply};
