@@ -67,6 +67,8 @@ pub mod auth;
 pub mod client;
 pub mod codec;
 pub mod exchange;
+#[cfg(test)]
+mod fuzz_corpus;
 pub mod password;
 pub mod reader;
 pub mod request;
