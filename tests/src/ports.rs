@@ -1,0 +1,71 @@
+//! Loopback ports picked by the kernel, and starting a server on one with retries.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::sync::{Mutex, PoisonError};
+
+use crate::error::{HarnessError, Result};
+
+/// How many ports a server start tries before giving up.
+pub const START_ATTEMPTS: usize = 5;
+
+/// Ports handed out in this process, so that two servers started by concurrent tests
+/// are never given the same one.
+static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// A free TCP port on 127.0.0.1: binds port 0, reads the port the kernel chose, and
+/// releases it. Another process may take it before the caller binds it; callers that
+/// start servers use [`start_on_free_port`], which retries.
+pub fn free_tcp_port() -> Result<u16> {
+    pick(|| {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .map_err(|err| HarnessError::io("binding 127.0.0.1:0 (tcp)", err))?;
+        let port = listener
+            .local_addr()
+            .map_err(|err| HarnessError::io("reading a tcp port", err))?
+            .port();
+        Ok(port)
+    })
+}
+
+/// A free UDP port on 127.0.0.1 (for RADIUS servers under test), picked like
+/// [`free_tcp_port`].
+pub fn free_udp_port() -> Result<u16> {
+    pick(|| {
+        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .map_err(|err| HarnessError::io("binding 127.0.0.1:0 (udp)", err))?;
+        let port = socket
+            .local_addr()
+            .map_err(|err| HarnessError::io("reading a udp port", err))?
+            .port();
+        Ok(port)
+    })
+}
+
+fn pick(mut bind: impl FnMut() -> Result<u16>) -> Result<u16> {
+    for _ in 0..64 {
+        let port = bind()?;
+        let mut guard = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
+        if guard.get_or_insert_with(HashSet::new).insert(port) {
+            return Ok(port);
+        }
+    }
+    Err(HarnessError::Usage(
+        "the kernel kept handing out ports already used by this test process".into(),
+    ))
+}
+
+/// Calls `start(port)` with a fresh free port until it succeeds, up to
+/// [`START_ATTEMPTS`] times. Only a server that exited before it was ready (typically
+/// "address already in use") is retried; any other error is returned at once.
+pub fn start_on_free_port<T>(mut start: impl FnMut(u16) -> Result<T>) -> Result<T> {
+    let mut last = None;
+    for _ in 0..START_ATTEMPTS {
+        match start(free_tcp_port()?) {
+            Ok(server) => return Ok(server),
+            Err(err) if err.is_retryable_start() => last = Some(err),
+            Err(err) => return Err(err),
+        }
+    }
+    Err(last.unwrap_or_else(|| HarnessError::Usage("no start attempt was made".into())))
+}
