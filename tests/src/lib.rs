@@ -17,7 +17,8 @@
 //! # Layout
 //!
 //! - [`slapd`]: [`Slapd`], OpenLDAP with cn=config built by `slapadd`, the memberof
-//!   overlay, the test users and optional bulk users; `stop`/`start_again` for outages.
+//!   overlay, the test users, optional bulk users and optional LDAPS; `stop`/`start_again` for outages.
+//! - [`tls`]: [`tls::TestCa`], a throwaway CA and server certificate for LDAPS.
 //! - [`users`]: the test users ([`USERS`]: [`ALICE`], [`BOB`], [`CAROL`], [`DAVE`],
 //!   [`WEIRD`], [`ALICEX`]) and the bulk users' names and passwords.
 //! - [`redis`]: [`Redis`] (standalone), [`RedisCluster`] (masters only) and a tiny RESP
@@ -53,6 +54,7 @@ mod process;
 pub mod redis;
 pub mod slapd;
 pub mod smtp;
+pub mod tls;
 pub mod users;
 
 pub use binary::{require_binary, require_python_modules};
@@ -62,6 +64,6 @@ pub use mail::Mail;
 pub use ports::{free_tcp_port, free_udp_port};
 pub use process::{READY_TIMEOUT, wait_until};
 pub use redis::{Redis, RedisCluster, Resp};
-pub use slapd::Slapd;
+pub use slapd::{Slapd, SlapdOptions};
 pub use smtp::SmtpSink;
 pub use users::{ALICE, ALICEX, BOB, CAROL, DAVE, TestUser, TestUserSpec, USERS, WEIRD};

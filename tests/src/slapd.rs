@@ -20,8 +20,9 @@ use crate::binary::{self, require_binary};
 use crate::codec::{ldif_line, ssha};
 use crate::error::{HarnessError, Result};
 use crate::files::{random_bytes, write_private, write_public};
-use crate::ports::start_on_free_port;
+use crate::ports::{free_tcp_port, start_on_free_port};
 use crate::process::ServerProcess;
+use crate::tls::TestCa;
 use crate::users::{
     ACTIVATED_FILTER, GROUPS_DN, PEOPLE_DN, SUFFIX, TestUserSpec, USERS, bulk_mail, bulk_password,
     bulk_uid, group_dn, user_dn,
@@ -78,6 +79,10 @@ pub struct Slapd {
     process: Option<ServerProcess>,
     /// The loopback port, kept across restarts.
     port: u16,
+    /// The LDAPS port, when started with TLS.
+    ldaps_port: Option<u16>,
+    /// The test CA and server certificate, when started with TLS.
+    tls: Option<TestCa>,
     /// The binaries.
     tools: Tools,
     /// The service account's password, with a trailing newline, mode 0600.
@@ -89,13 +94,31 @@ pub struct Slapd {
 impl Slapd {
     /// Starts slapd with the users of [`USERS`].
     pub fn start() -> Result<Self> {
-        Self::start_with_bulk_users(0)
+        Self::start_with(&SlapdOptions::default())
     }
 
     /// Starts slapd with the users of [`USERS`] and `count` generated users
     /// `user0000`… (password `user0000-pw`, mail `user0000@example.org`, activated, no
     /// groups), loaded offline so that thousands take a second or two.
     pub fn start_with_bulk_users(count: usize) -> Result<Self> {
+        Self::start_with(&SlapdOptions {
+            bulk_users: count,
+            ..SlapdOptions::default()
+        })
+    }
+
+    /// Starts slapd with the users of [`USERS`] and an LDAPS listener whose certificate
+    /// (SAN `IP:127.0.0.1, DNS:localhost`) is signed by a fresh test CA
+    /// ([`Slapd::ca_cert`]).
+    pub fn start_with_tls() -> Result<Self> {
+        Self::start_with(&SlapdOptions {
+            tls: true,
+            ..SlapdOptions::default()
+        })
+    }
+
+    /// Starts slapd as `options` say.
+    pub fn start_with(options: &SlapdOptions) -> Result<Self> {
         let tools = Tools::find()?;
         let dir = tempfile::Builder::new()
             .prefix("otpgate-slapd-")
@@ -109,7 +132,12 @@ impl Slapd {
                 .map_err(|err| HarnessError::io(format!("creating {}", path.display()), err))?;
         }
 
-        let config = config_ldif(&hash(&tools, ADMIN_PASSWORD)?, &db);
+        let tls = if options.tls {
+            Some(TestCa::create(root)?)
+        } else {
+            None
+        };
+        let config = config_ldif(&hash(&tools, ADMIN_PASSWORD)?, &db, tls.as_ref());
         let config_path = root.join("config.ldif");
         write_public(&config_path, config.as_bytes())?;
         binary::run(
@@ -121,7 +149,7 @@ impl Slapd {
             None,
         )?;
 
-        let data = data_ldif(&tools, count)?;
+        let data = data_ldif(&tools, options.bulk_users)?;
         let data_path = root.join("data.ldif");
         write_public(&data_path, data.as_bytes())?;
         binary::run(
@@ -140,12 +168,18 @@ impl Slapd {
         )?;
 
         let slapd = start_on_free_port(|port| {
-            let process = spawn(&tools, root, port)?;
-            Ok((port, process))
+            let ldaps_port = match &tls {
+                Some(_) => Some(free_tcp_port()?),
+                None => None,
+            };
+            let process = spawn(&tools, root, port, ldaps_port, tls.as_ref())?;
+            Ok((port, ldaps_port, process))
         })
-        .map(|(port, process)| Self {
+        .map(|(port, ldaps_port, process)| Self {
             process: Some(process),
             port,
+            ldaps_port,
+            tls,
             tools,
             bind_password_file,
             dir,
@@ -157,6 +191,20 @@ impl Slapd {
     /// `ldap://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("ldap://127.0.0.1:{}", self.port)
+    }
+
+    /// `ldaps://127.0.0.1:PORT`, when started with TLS. The certificate also names
+    /// `DNS:localhost`, but OpenLDAP's own client tools replace `localhost` by the
+    /// machine's host name before checking it; use the IP address with them.
+    pub fn ldaps_url(&self) -> Option<String> {
+        self.ldaps_port
+            .map(|port| format!("ldaps://127.0.0.1:{port}"))
+    }
+
+    /// The test CA's certificate (PEM) that signed the LDAPS certificate, when started
+    /// with TLS.
+    pub fn ca_cert(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|tls| tls.ca_cert.as_path())
     }
 
     /// The port slapd listens on (the same after [`Slapd::start_again`]).
@@ -219,7 +267,13 @@ impl Slapd {
         if self.process.is_some() {
             return Err(HarnessError::Usage("slapd is already running".into()));
         }
-        self.process = Some(spawn(&self.tools, self.dir.path(), self.port)?);
+        self.process = Some(spawn(
+            &self.tools,
+            self.dir.path(),
+            self.port,
+            self.ldaps_port,
+            self.tls.as_ref(),
+        )?);
         Ok(())
     }
 
@@ -356,29 +410,66 @@ impl Slapd {
     }
 }
 
-/// Starts slapd on `port` and waits until an anonymous rootDSE search answers.
-fn spawn(tools: &Tools, root: &Path, port: u16) -> Result<ServerProcess> {
+/// Options for [`Slapd::start_with`].
+#[derive(Debug, Clone, Default)]
+pub struct SlapdOptions {
+    /// How many generated users `user0000`… to load besides [`USERS`].
+    pub bulk_users: usize,
+    /// Whether to add an LDAPS listener with a certificate from a fresh test CA.
+    pub tls: bool,
+}
+
+/// Starts slapd on `port` (and `ldaps_port`) and waits until an anonymous rootDSE
+/// search answers on each.
+fn spawn(
+    tools: &Tools,
+    root: &Path,
+    port: u16,
+    ldaps_port: Option<u16>,
+    tls: Option<&TestCa>,
+) -> Result<ServerProcess> {
     let level = std::env::var(LOGLEVEL_ENV).unwrap_or_else(|_| "none".into());
-    let url = format!("ldap://127.0.0.1:{port}/");
+    let mut urls = format!("ldap://127.0.0.1:{port}/");
+    if let Some(ldaps) = ldaps_port {
+        urls.push_str(&format!(" ldaps://127.0.0.1:{ldaps}/"));
+    }
     let mut command = Command::new(&tools.slapd);
     command
         .args(["-d", &level, "-F"])
         .arg(root.join("slapd.d"))
-        .args(["-h", &url]);
+        .args(["-h", &urls]);
     let mut process = ServerProcess::spawn("slapd", command, &root.join("slapd.log"))?;
-    let probe_url = format!("ldap://127.0.0.1:{port}");
+    let plain = format!("ldap://127.0.0.1:{port}");
+    let secure = ldaps_port.map(|port| format!("ldaps://127.0.0.1:{port}"));
     process.wait_ready(|| {
-        Command::new(&tools.ldapsearch)
-            .env("LDAPNOINIT", "1")
-            .args(["-x", "-o", "nettimeout=1", "-H", &probe_url])
-            .args(["-b", "", "-s", "base", "namingContexts"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success())
+        root_dse_answers(tools, &plain, None)
+            && match (&secure, tls) {
+                (Some(url), Some(tls)) => root_dse_answers(tools, url, Some(&tls.ca_cert)),
+                _ => true,
+            }
     })?;
     Ok(process)
+}
+
+/// Whether an anonymous rootDSE search at `url` succeeds (trusting `ca_cert` for
+/// ldaps).
+fn root_dse_answers(tools: &Tools, url: &str, ca_cert: Option<&Path>) -> bool {
+    let mut command = Command::new(&tools.ldapsearch);
+    match ca_cert {
+        // LDAPNOINIT would also ignore LDAPTLS_CACERT; the variable wins over ldap.conf.
+        Some(ca) => command
+            .env("LDAPTLS_CACERT", ca)
+            .env("LDAPTLS_REQCERT", "demand"),
+        None => command.env("LDAPNOINIT", "1"),
+    };
+    command
+        .args(["-x", "-o", "nettimeout=1", "-H", url])
+        .args(["-b", "", "-s", "base", "namingContexts"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 /// An `{SSHA}` hash made by slappasswd.
@@ -391,12 +482,20 @@ fn hash(tools: &Tools, password: &str) -> Result<String> {
 }
 
 /// The cn=config LDIF for `slapadd -n 0`.
-fn config_ldif(root_password_hash: &str, db: &Path) -> String {
+fn config_ldif(root_password_hash: &str, db: &Path, tls: Option<&TestCa>) -> String {
+    let tls = tls.map_or_else(String::new, |tls| {
+        format!(
+            "olcTLSCACertificateFile: {}\nolcTLSCertificateFile: {}\nolcTLSCertificateKeyFile: {}\n",
+            tls.ca_cert.display(),
+            tls.server_cert.display(),
+            tls.server_key.display(),
+        )
+    });
     format!(
         "dn: cn=config
 objectClass: olcGlobal
 cn: config
-
+{tls}
 dn: cn=module{{0}},cn=config
 objectClass: olcModuleList
 cn: module{{0}}

@@ -521,3 +521,53 @@ fn servers_are_killed_when_a_test_panics() {
         "redis on {port} killed during unwinding"
     );
 }
+
+/// `ldapwhoami` as `dn` over `url`, trusting `ca` (or the system's CAs).
+fn whoami_over_tls(url: &str, ca: Option<&std::path::Path>, dn: &str, password: &str) -> bool {
+    let mut command = std::process::Command::new("ldapwhoami");
+    command.env("LDAPTLS_REQCERT", "demand");
+    if let Some(ca) = ca {
+        command.env("LDAPTLS_CACERT", ca);
+    } else {
+        command.env("LDAPTLS_CACERT", "/etc/ssl/certs/ca-certificates.crt");
+    }
+    command
+        .args([
+            "-x",
+            "-o",
+            "nettimeout=5",
+            "-H",
+            url,
+            "-D",
+            dn,
+            "-w",
+            password,
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[test]
+fn slapd_with_tls_serves_ldaps_with_a_test_ca() {
+    let slapd = Slapd::start_with_tls().unwrap();
+    let ldaps = slapd.ldaps_url().unwrap();
+    let ca = slapd.ca_cert().unwrap();
+    assert!(ldaps.starts_with("ldaps://127.0.0.1:"));
+    assert!(whoami_over_tls(
+        &ldaps,
+        Some(ca),
+        &ALICE.dn(),
+        ALICE.password
+    ));
+    assert!(!whoami_over_tls(&ldaps, Some(ca), &ALICE.dn(), "wrong"));
+    assert!(
+        !whoami_over_tls(&ldaps, None, &ALICE.dn(), ALICE.password),
+        "untrusted CA"
+    );
+    // Plain LDAP still answers.
+    assert!(slapd.can_bind(&ALICE.dn(), ALICE.password).unwrap());
+    assert!(Slapd::start().unwrap().ldaps_url().is_none());
+}
