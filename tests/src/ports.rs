@@ -69,3 +69,65 @@ pub fn start_on_free_port<T>(mut start: impl FnMut(u16) -> Result<T>) -> Result<
     }
     Err(last.unwrap_or_else(|| HarnessError::Usage("no start attempt was made".into())))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
+
+    use super::*;
+
+    fn exited() -> HarnessError {
+        HarnessError::ServerExited {
+            server: "test".into(),
+            status: ExitStatus::from_raw(256),
+            log: "/dev/null".into(),
+            log_tail: String::new(),
+        }
+    }
+
+    #[test]
+    fn ports_are_never_handed_out_twice() {
+        let ports: HashSet<u16> = (0..50).map(|_| free_tcp_port().unwrap()).collect();
+        assert_eq!(ports.len(), 50);
+    }
+
+    #[test]
+    fn a_server_that_exits_is_retried_on_another_port() {
+        let mut tried = Vec::new();
+        let port = start_on_free_port(|port| {
+            tried.push(port);
+            if tried.len() < 3 {
+                Err(exited())
+            } else {
+                Ok(port)
+            }
+        })
+        .unwrap();
+        assert_eq!(tried.len(), 3);
+        assert_eq!(
+            tried.iter().collect::<HashSet<_>>().len(),
+            3,
+            "a new port each time"
+        );
+        assert_eq!(port, tried[2]);
+
+        let mut attempts = 0;
+        let err = start_on_free_port::<()>(|_| {
+            attempts += 1;
+            Err(exited())
+        })
+        .unwrap_err();
+        assert!(matches!(err, HarnessError::ServerExited { .. }));
+        assert_eq!(attempts, START_ATTEMPTS);
+
+        let mut attempts = 0;
+        let err = start_on_free_port::<()>(|_| {
+            attempts += 1;
+            Err(HarnessError::Usage("no".into()))
+        })
+        .unwrap_err();
+        assert!(matches!(err, HarnessError::Usage(_)));
+        assert_eq!(attempts, 1, "other errors are not retried");
+    }
+}
