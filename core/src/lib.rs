@@ -7,6 +7,12 @@
 //! - [`directory`]: LDAP and users-file directories; the password check and its proof.
 //! - [`store`]: Redis and embedded stores behind one contract; atomic single-use,
 //!   replay and counter operations.
+//! - [`otp`]: TOTP and code generation, pure.
+//! - [`secret`]: sealing TOTP secrets, keyed hashes of codes and devices.
+//! - [`qr`]: QR codes for enrollment (terminal, PNG, SVG).
+//! - [`mail`]: SMTP and the texts mailed.
+//! - [`audit`]: the audit trail.
+//! - [`service`]: [`Core`], the one API the doors call, with the login proofs.
 //! - [`error`]: refusals versus backend failures (which always fail closed).
 #![forbid(unsafe_code)]
 #![cfg_attr(
@@ -19,11 +25,18 @@
     )
 )]
 
+pub mod audit;
 pub mod clock;
 pub mod directory;
 pub mod error;
+pub mod mail;
+pub mod otp;
+pub mod qr;
 pub mod random;
+pub mod secret;
+pub mod service;
 pub mod store;
 pub mod user;
 
 pub use error::{Backend, CoreError, Refusal};
+pub use service::Core;

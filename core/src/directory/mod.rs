@@ -76,6 +76,7 @@ impl PasswordVerified {
 }
 
 /// Makes the proof. Private to this module and its children (`ldap`, `file`).
+#[allow(dead_code)] // called by the backends
 fn verified(entry: UserEntry) -> PasswordVerified {
     PasswordVerified { entry }
 }
@@ -110,6 +111,7 @@ pub trait DirectoryBackend {
 }
 
 /// The directory the core holds.
+#[allow(clippy::large_enum_variant)] // one per process; boxing buys nothing
 pub enum Directory {
     /// LDAP.
     Ldap(ldap::LdapDirectory),

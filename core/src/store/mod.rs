@@ -322,6 +322,7 @@ pub trait StoreBackend {
 }
 
 /// The store the core holds: one of the backends.
+#[allow(clippy::large_enum_variant)] // one per process; boxing buys nothing
 pub enum Store {
     /// Redis (standalone, Cluster or Sentinel).
     Redis(redis::RedisStore),

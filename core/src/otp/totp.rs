@@ -1,0 +1,216 @@
+//! RFC 6238 TOTP over RFC 4226 HOTP, with a skew window that reports which step
+//! matched, so the caller can refuse replays of that step.
+//!
+//! Written on the `hmac`/`sha1`/`sha2` crates rather than a TOTP crate because the
+//! product needs three things at once that the crates do not all give: the matched
+//! step, a constant-time comparison against every step of the window (no early exit
+//! that would time which step matched), and SHA-1/256/512 with any key length.
+
+use hmac::{Hmac, Mac};
+use otpgate_config::{TotpAlgorithm, TotpConfig};
+
+use crate::clock::Timestamp;
+use crate::secret::{TotpSecret, ct_eq};
+
+/// TOTP parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TotpParams {
+    pub digits: u32,
+    /// Step length in seconds.
+    pub period: u64,
+    /// Steps either side of now that are accepted.
+    pub skew_steps: u32,
+    pub algorithm: TotpAlgorithm,
+}
+
+impl From<&TotpConfig> for TotpParams {
+    fn from(c: &TotpConfig) -> Self {
+        Self {
+            digits: c.digits,
+            period: c.period.as_secs().max(1),
+            skew_steps: c.skew_steps,
+            algorithm: c.algorithm,
+        }
+    }
+}
+
+fn mac<M: Mac + hmac::digest::KeyInit>(key: &[u8], counter: u64) -> Vec<u8> {
+    #[allow(clippy::expect_used)] // HMAC takes keys of any length: this never fails
+    let mut m =
+        <M as hmac::digest::KeyInit>::new_from_slice(key).expect("HMAC accepts any key length");
+    m.update(&counter.to_be_bytes());
+    m.finalize().into_bytes().to_vec()
+}
+
+/// RFC 4226 HOTP value for `counter`, as a zero-padded decimal string.
+pub fn hotp(key: &[u8], counter: u64, digits: u32, algorithm: TotpAlgorithm) -> String {
+    let digest = match algorithm {
+        TotpAlgorithm::Sha1 => mac::<Hmac<sha1::Sha1>>(key, counter),
+        TotpAlgorithm::Sha256 => mac::<Hmac<sha2::Sha256>>(key, counter),
+        TotpAlgorithm::Sha512 => mac::<Hmac<sha2::Sha512>>(key, counter),
+    };
+    // Dynamic truncation (RFC 4226 §5.3). Digests are 20, 32 or 64 bytes, so the offset
+    // (0..=15) plus 4 is always inside; `get` keeps that a checked fact.
+    let offset = digest.last().map_or(0, |b| usize::from(b & 0x0f));
+    let word = digest
+        .get(offset..offset + 4)
+        .and_then(|w| <[u8; 4]>::try_from(w).ok())
+        .map_or(0, u32::from_be_bytes);
+    let value = (word & 0x7fff_ffff) % 10u32.pow(digits);
+    format!("{value:0width$}", width = digits as usize)
+}
+
+/// The step that contains `t`.
+pub fn step_at(t: Timestamp, period: u64) -> u64 {
+    t.0 / period.max(1)
+}
+
+/// The code for `step`.
+pub fn code_at_step(secret: &TotpSecret, step: u64, p: &TotpParams) -> String {
+    hotp(secret.expose(), step, p.digits, p.algorithm)
+}
+
+/// The code at time `t`.
+pub fn code_at(secret: &TotpSecret, t: Timestamp, p: &TotpParams) -> String {
+    code_at_step(secret, step_at(t, p.period), p)
+}
+
+/// The step in `now ± skew_steps` whose code equals `code`, if any. Every step of the
+/// window is computed and compared in constant time; when two steps share a code (about
+/// one in a million), the earliest is reported, so a later legitimate code still counts.
+pub fn matching_step(
+    secret: &TotpSecret,
+    code: &str,
+    now: Timestamp,
+    p: &TotpParams,
+) -> Option<u64> {
+    if code.len() != p.digits as usize || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let center = step_at(now, p.period);
+    let first = center.saturating_sub(u64::from(p.skew_steps));
+    let last = center.saturating_add(u64::from(p.skew_steps));
+    let mut found = None;
+    for step in first..=last {
+        let candidate = code_at_step(secret, step, p);
+        if ct_eq(candidate.as_bytes(), code.as_bytes()) && found.is_none() {
+            found = Some(step);
+        }
+    }
+    found
+}
+
+/// Percent-encodes for an `otpauth://` URI's label and query.
+fn uri_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'@') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The Key Uri Format an authenticator app scans:
+/// `otpauth://totp/ISSUER:ACCOUNT?secret=…&issuer=…&algorithm=…&digits=…&period=…`.
+pub fn otpauth_uri(issuer: &str, account: &str, secret_base32: &str, p: &TotpParams) -> String {
+    let algorithm = match p.algorithm {
+        TotpAlgorithm::Sha1 => "SHA1",
+        TotpAlgorithm::Sha256 => "SHA256",
+        TotpAlgorithm::Sha512 => "SHA512",
+    };
+    format!(
+        "otpauth://totp/{}:{}?secret={secret_base32}&issuer={}&algorithm={algorithm}&digits={}&period={}",
+        uri_encode(issuer),
+        uri_encode(account),
+        uri_encode(issuer),
+        p.digits,
+        p.period
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(digits: u32, algorithm: TotpAlgorithm) -> TotpParams {
+        TotpParams {
+            digits,
+            period: 30,
+            skew_steps: 1,
+            algorithm,
+        }
+    }
+
+    /// RFC 6238 Appendix B: each algorithm with its own key length.
+    #[test]
+    fn rfc6238_appendix_b_vectors() {
+        let sha1 = TotpSecret::from_bytes(b"12345678901234567890");
+        let sha256 = TotpSecret::from_bytes(b"12345678901234567890123456789012");
+        let sha512 = TotpSecret::from_bytes(
+            b"1234567890123456789012345678901234567890123456789012345678901234",
+        );
+        let table: [(u64, &str, &str, &str); 6] = [
+            (59, "94287082", "46119246", "90693936"),
+            (1_111_111_109, "07081804", "68084774", "25091201"),
+            (1_111_111_111, "14050471", "67062674", "99943326"),
+            (1_234_567_890, "89005924", "91819424", "93441116"),
+            (2_000_000_000, "69279037", "90698825", "38618901"),
+            (20_000_000_000, "65353130", "77737706", "47863826"),
+        ];
+        for (t, c1, c256, c512) in table {
+            let t = Timestamp(t);
+            assert_eq!(
+                code_at(&sha1, t, &params(8, TotpAlgorithm::Sha1)),
+                c1,
+                "SHA1 at {t:?}"
+            );
+            assert_eq!(
+                code_at(&sha256, t, &params(8, TotpAlgorithm::Sha256)),
+                c256,
+                "SHA256 at {t:?}"
+            );
+            assert_eq!(
+                code_at(&sha512, t, &params(8, TotpAlgorithm::Sha512)),
+                c512,
+                "SHA512 at {t:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn window_reports_the_matching_step() {
+        let s = TotpSecret::from_bytes(b"12345678901234567890");
+        let p = params(6, TotpAlgorithm::Sha1);
+        let now = Timestamp(1_700_000_000);
+        let step = step_at(now, 30);
+        for (delta, expect) in [(-1i64, true), (0, true), (1, true), (-2, false), (2, false)] {
+            let s_step = step.checked_add_signed(delta).unwrap();
+            let code = code_at_step(&s, s_step, &p);
+            let got = matching_step(&s, &code, now, &p);
+            if expect {
+                assert_eq!(got, Some(s_step), "delta {delta}");
+            } else {
+                assert_ne!(
+                    got,
+                    Some(s_step),
+                    "delta {delta} must be outside the window"
+                );
+            }
+        }
+        assert_eq!(matching_step(&s, "12345", now, &p), None);
+        assert_eq!(matching_step(&s, "12a456", now, &p), None);
+    }
+
+    #[test]
+    fn uri_has_the_key_uri_format() {
+        let p = params(6, TotpAlgorithm::Sha1);
+        let uri = otpauth_uri("Example University", "alice", "JBSWY3DPEHPK3PXP", &p);
+        assert_eq!(
+            uri,
+            "otpauth://totp/Example%20University:alice?secret=JBSWY3DPEHPK3PXP&issuer=Example%20University&algorithm=SHA1&digits=6&period=30"
+        );
+    }
+}

@@ -1,0 +1,224 @@
+//! The one API the doors call. It holds the directory, the store, the keys, the mailer
+//! and the audit log, and enforces every rule of the second factor.
+//!
+//! # Layout
+//!
+//! - `login`: the login path (password, second factor, trusted devices, the accept)
+//!   with its proof tokens.
+//! - `account`: enrollment, confirmation, reset, notification address, trusted-device
+//!   management, status.
+//! - `helpdesk`: the queue and operator-issued codes; the audit reader.
+
+use std::sync::Arc;
+
+use otpgate_config::{Config, NotificationConfig};
+
+use crate::audit::{AuditLog, AuditRecord, RequestContext};
+use crate::clock::{Clock, Timestamp};
+use crate::directory::{Directory, UserEntry};
+use crate::error::{Backend, CoreError, Refusal};
+use crate::mail::Mailer;
+use crate::otp::totp::TotpParams;
+use crate::random::Random;
+use crate::secret::Keys;
+use crate::store::{Store, StoreError};
+use crate::user::UserName;
+
+mod account;
+mod helpdesk;
+mod login;
+
+pub use account::{Enrollment, UserStatus};
+pub use helpdesk::IssuedOtp;
+pub use login::{
+    Accepted, CodeCheck, CodeDelivery, DeviceId, FactorProof, FactorStatus, NotEnrolled, OtpMethod,
+    OtpVerified, PasswordProof, TrustedDeviceVerified,
+};
+
+/// Settings the core applies, taken from the configuration once.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub issuer: String,
+    pub totp: TotpParams,
+    pub email_digits: u32,
+    pub email_valid_for: u64,
+    pub max_failures: u32,
+    pub lock_for: u64,
+    pub remember_for: u64,
+    pub notification: NotificationConfig,
+    /// Base URL for links in mail (the portal's `public_url`), if any.
+    pub public_url: Option<String>,
+    /// How long a helpdesk request waits in the queue.
+    pub helpdesk_keep: u64,
+}
+
+impl Settings {
+    /// From a validated configuration.
+    pub fn from_config(c: &Config) -> Self {
+        Self {
+            issuer: c.totp.issuer.clone(),
+            totp: TotpParams::from(&c.totp),
+            email_digits: c.email_otp.digits,
+            email_valid_for: c.email_otp.valid_for.as_secs(),
+            max_failures: c.lockout.max_failures,
+            lock_for: c.lockout.lock_for.as_secs(),
+            remember_for: c.trust.remember_for.as_secs(),
+            notification: c.notification.clone(),
+            public_url: c.portal.as_ref().map(|p| p.public_url.clone()),
+            helpdesk_keep: 7 * 86_400,
+        }
+    }
+}
+
+/// The core.
+pub struct Core {
+    settings: Settings,
+    directory: Directory,
+    store: Store,
+    keys: Keys,
+    mailer: Mailer,
+    audit: AuditLog,
+    clock: Arc<dyn Clock>,
+    random: Arc<dyn Random>,
+}
+
+/// Everything [`Core::from_parts`] needs.
+pub struct Parts {
+    pub settings: Settings,
+    pub directory: Directory,
+    pub store: Store,
+    pub keys: Keys,
+    pub mailer: Mailer,
+    pub audit: AuditLog,
+    pub clock: Arc<dyn Clock>,
+    pub random: Arc<dyn Random>,
+}
+
+impl Core {
+    /// Opens the configured directory, store and mailer.
+    pub async fn open(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+        random: Arc<dyn Random>,
+    ) -> Result<Core, CoreError> {
+        let core = config
+            .require_core()
+            .map_err(|e| CoreError::Config(e.to_string()))?;
+        let directory = Directory::open(core.directory)
+            .await
+            .map_err(|e| CoreError::backend(Backend::Directory, e.to_string()))?;
+        let store = Store::open(core.store).await.map_err(store_error)?;
+        Ok(Core::from_parts(Parts {
+            settings: Settings::from_config(config),
+            directory,
+            store,
+            keys: Keys::derive(core.master_key.expose())?,
+            mailer: Mailer::from_config(config.smtp.as_ref())?,
+            audit: AuditLog::new(&config.audit),
+            clock,
+            random,
+        }))
+    }
+
+    /// Assembles a core from opened parts (the demo, tests).
+    pub fn from_parts(p: Parts) -> Core {
+        Core {
+            settings: p.settings,
+            directory: p.directory,
+            store: p.store,
+            keys: p.keys,
+            mailer: p.mailer,
+            audit: p.audit,
+            clock: p.clock,
+            random: p.random,
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Now, by the core's clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Whether every backend answers (directory and store). RADIUS stops answering
+    /// Status-Server while this fails.
+    pub async fn health(&self) -> Result<(), CoreError> {
+        use crate::store::StoreBackend;
+        self.store.ping().await.map_err(store_error)?;
+        self.directory
+            .ping()
+            .await
+            .map_err(|e| CoreError::backend(Backend::Directory, e.to_string()))
+    }
+
+    /// The directory entry of an activated user, or the refusal.
+    pub(crate) async fn activated_entry(&self, user: &UserName) -> Result<UserEntry, CoreError> {
+        let entry = self.lookup(user).await?.ok_or(Refusal::UnknownUser)?;
+        if !entry.activated {
+            return Err(Refusal::NotActivated.into());
+        }
+        Ok(entry)
+    }
+
+    /// The directory entry, if any.
+    pub async fn lookup(&self, user: &UserName) -> Result<Option<UserEntry>, CoreError> {
+        self.directory
+            .lookup(user)
+            .await
+            .map_err(|e| CoreError::backend(Backend::Directory, e.to_string()))
+    }
+
+    /// Writes an audit record.
+    pub async fn audit(
+        &self,
+        ctx: &RequestContext,
+        user: &str,
+        method: &str,
+        result: &str,
+        reason: &str,
+    ) {
+        let now = self.clock.now();
+        let record = AuditRecord {
+            time: now.to_rfc3339(),
+            ts: now,
+            user: user.to_string(),
+            door: ctx.door,
+            client: ctx.client.clone(),
+            method: method.to_string(),
+            result: result.to_string(),
+            reason: reason.to_string(),
+        };
+        self.audit.record(&self.store, record).await;
+    }
+
+    /// Audits the outcome of an operation: "ok" with `what`, or the refusal/error.
+    pub(crate) async fn audit_outcome<T>(
+        &self,
+        ctx: &RequestContext,
+        user: &UserName,
+        method: &str,
+        what: &str,
+        outcome: &Result<T, CoreError>,
+    ) {
+        match outcome {
+            Ok(_) => self.audit(ctx, user.as_str(), method, "ok", what).await,
+            Err(CoreError::Refused(r)) => {
+                self.audit(ctx, user.as_str(), method, "refused", &r.to_string())
+                    .await
+            }
+            Err(e) => {
+                self.audit(ctx, user.as_str(), method, "error", &e.to_string())
+                    .await
+            }
+        }
+    }
+}
+
+/// A store failure is a backend failure: fail closed.
+pub(crate) fn store_error(e: StoreError) -> CoreError {
+    CoreError::backend(Backend::Store, e.to_string())
+}
