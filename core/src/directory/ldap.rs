@@ -112,11 +112,14 @@ impl LdapDirectory {
                 SIZE_LIMIT,
             )
             .await?;
+        // sizeLimitExceeded means more entries matched than came back, even if a
+        // server-side limit let only one through: never take that one as the user.
+        let truncated = found.result.rc == rc::SIZE_LIMIT_EXCEEDED;
         let mut entries = entries_of(found, &filter)?.into_iter();
         match (entries.next(), entries.next()) {
-            (None, _) => Ok(Match::None),
-            (Some(entry), None) => Ok(Match::One(entry)),
-            (Some(_), Some(_)) => {
+            (None, _) if !truncated => Ok(Match::None),
+            (Some(entry), None) if !truncated => Ok(Match::One(entry)),
+            _ => {
                 tracing::warn!(
                     user = %user,
                     "more than one directory entry matches the user name; refused as unknown"

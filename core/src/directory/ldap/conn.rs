@@ -403,6 +403,13 @@ impl Pool {
     /// if that fails, once more on a fresh one. A result code other than success or
     /// `invalidCredentials` is an error (fail closed) and the connection is dropped.
     pub async fn bind(&self, dn: &str, password: &str) -> Result<BindOutcome, DirectoryError> {
+        // An empty DN or password makes an anonymous or unauthenticated bind, which
+        // many servers answer with success: it proves nothing.
+        if dn.is_empty() || password.is_empty() {
+            return Err(DirectoryError::Protocol(
+                "refusing to bind with an empty DN or password".into(),
+            ));
+        }
         let _permit = match timeout(self.timeout, self.binder_permits.acquire()).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_)) => {
@@ -542,6 +549,42 @@ mod tests {
             ))
             .is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn never_binds_with_an_empty_dn_or_password() {
+        let config = LdapConfig {
+            urls: vec!["ldap://127.0.0.1:9".into()],
+            base_dn: "dc=example,dc=org".into(),
+            user_filter: "(uid={user})".into(),
+            bind_dn: "cn=svc,dc=example,dc=org".into(),
+            bind_password: SecretBytes::new(b"pw".to_vec()),
+            activated_filter: None,
+            groups_attribute: "memberOf".into(),
+            mail_attribute: "mail".into(),
+            starttls: false,
+            tls_ca_file: None,
+            timeout: Duration::from_secs(1),
+            pool_size: 1,
+        };
+        let pool = Pool::new(&config).unwrap();
+        for (dn, pw) in [("", "pw"), ("uid=a,dc=example,dc=org", "")] {
+            assert!(matches!(
+                pool.bind(dn, pw).await,
+                Err(DirectoryError::Protocol(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn tls_trust_file_must_hold_certificates() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, b"not a certificate\n").unwrap();
+        assert!(matches!(
+            tls_config(f.path()),
+            Err(DirectoryError::Protocol(_))
+        ));
+        assert!(tls_config(Path::new("/nonexistent/ca.pem")).is_err());
     }
 
     #[test]
