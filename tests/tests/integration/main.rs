@@ -1,1 +1,4 @@
-//! One integration binary.
+//! The one otpgate integration-test binary: each module tests one area against real
+//! servers started by the `otpgate-tests` harness.
+
+mod harness_selftest;
