@@ -6,5 +6,6 @@
 //! - [`handler`]: the decision for one request (modes, challenge, email keyword,
 //!   trusted devices, reply attributes), over the core; no sockets.
 #![forbid(unsafe_code)]
+#![recursion_limit = "256"]
 
 pub mod handler;

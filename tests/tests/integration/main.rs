@@ -3,4 +3,6 @@
 
 mod cli;
 mod core_rules;
+mod directory;
 mod harness_selftest;
+mod store;
