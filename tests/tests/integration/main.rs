@@ -5,4 +5,3 @@ mod cli;
 mod core_rules;
 mod directory;
 mod harness_selftest;
-mod store;
