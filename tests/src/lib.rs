@@ -1,2 +1,72 @@
-//! Placeholder.
+//! The otpgate integration-test harness: real `slapd`, `redis-server` and an SMTP sink
+//! started as child processes on loopback ports, under temporary directories, and an
+//! otpgate configuration that points at them.
+//!
+//! ```no_run
+//! use otpgate_tests::{ALICE, ConfigBuilder, Redis, Slapd, SmtpSink};
+//!
+//! let slapd = Slapd::start()?;
+//! let redis = Redis::start()?;
+//! let smtp = SmtpSink::start()?;
+//! let config = ConfigBuilder::new(&slapd).redis(&redis).smtp(&smtp).write()?;
+//! // … run otpgate with `--config config.path()`, log in as ALICE …
+//! assert!(smtp.mails_to(ALICE.mail.unwrap())?.is_empty());
+//! # Ok::<(), otpgate_tests::HarnessError>(())
+//! ```
+//!
+//! # Layout
+//!
+//! - [`slapd`]: [`Slapd`], OpenLDAP with cn=config built by `slapadd`, the memberof
+//!   overlay, the test users, optional bulk users and optional LDAPS; `stop`/`start_again` for outages.
+//! - [`tls`]: [`tls::TestCa`], a throwaway CA and server certificate for LDAPS.
+//! - [`users`]: the test users ([`USERS`]: [`ALICE`], [`BOB`], [`CAROL`], [`DAVE`],
+//!   [`WEIRD`], [`ALICEX`]) and the bulk users' names and passwords.
+//! - [`redis`]: [`Redis`] (standalone), [`RedisCluster`] (masters only) and a tiny RESP
+//!   client for probing and inspecting keys.
+//! - [`smtp`]: [`SmtpSink`], aiosmtpd storing into a maildir; [`mail`]: [`Mail`], a
+//!   received message decoded for assertions.
+//! - [`config`]: [`ConfigBuilder`], which writes an otpgate TOML config (SPEC §4) and
+//!   its secret files.
+//! - [`ports`]: loopback ports picked by the kernel, and starting with retries.
+//! - [`artifacts`]: the `otpgate` binary and `pam_otpgate.so`, built once per test run.
+//! - [`binary`]: [`require_binary`], which turns a missing server into a failure that
+//!   names the install command; never a silent skip.
+//! - `process` (private): the child process that is killed and reaped on drop, and
+//!   readiness probing against a deadline ([`wait_until`]).
+//! - [`codec`], [`files`]: base64, quoted-printable, LDIF/DN/filter escaping, `{SSHA}`;
+//!   0600 files and random bytes.
+//! - [`error`]: [`HarnessError`], the one error type.
+//!
+//! Every server is a child of the test process, owned by its value: dropping the value
+//! (also while a test panics) kills it with SIGKILL, waits for it, and removes its
+//! temporary directory. Readiness is decided by probing the server (an LDAP search, a
+//! PING, an SMTP greeting) until it answers or a 10 s deadline passes. The library is
+//! synchronous (std only), so tests with or without tokio can use it.
 #![forbid(unsafe_code)]
+
+pub mod artifacts;
+pub mod binary;
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod files;
+pub mod mail;
+pub mod ports;
+mod process;
+pub mod redis;
+pub mod slapd;
+pub mod smtp;
+pub mod tls;
+pub mod users;
+
+pub use artifacts::{otpgate_binary, pam_module};
+pub use binary::{require_binary, require_python_modules};
+pub use config::{ConfigBuilder, TestConfig, toml_string, toml_string_array};
+pub use error::{HarnessError, Result};
+pub use mail::Mail;
+pub use ports::{free_tcp_port, free_udp_port};
+pub use process::{READY_TIMEOUT, wait_until};
+pub use redis::{Redis, RedisCluster, Resp};
+pub use slapd::{Slapd, SlapdOptions};
+pub use smtp::SmtpSink;
+pub use users::{ALICE, ALICEX, BOB, CAROL, DAVE, TestUser, TestUserSpec, USERS, WEIRD};

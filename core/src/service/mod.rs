@@ -31,8 +31,9 @@ mod login;
 pub use account::{Enrollment, UserStatus};
 pub use helpdesk::IssuedOtp;
 pub use login::{
-    Accepted, CodeCheck, CodeDelivery, DeviceId, FactorProof, FactorStatus, NotEnrolled, OtpMethod,
-    OtpVerified, PasswordProof, TrustedDeviceVerified,
+    Accepted, CHALLENGE_MAX_ANSWERS, CHALLENGE_TTL, Challenge, ClientVouched, CodeCheck,
+    CodeDelivery, DeviceId, FactorProof, FactorStatus, NotEnrolled, OtpMethod, OtpVerified,
+    PasswordProof, ResumedPassword, TrustedDeviceVerified,
 };
 
 /// Settings the core applies, taken from the configuration once.
