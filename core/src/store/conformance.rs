@@ -16,11 +16,13 @@
     clippy::indexing_slicing
 )]
 
+use std::time::Duration;
+
 use futures::future::join_all;
 
 use super::{
-    Account, CodeSlot, HelpdeskRequest, SealedSecret, StepOutcome, StoreBackend, StoredCode,
-    TrustedDevice,
+    Account, CodeSlot, HelpdeskRequest, SealedSecret, StepOutcome, StoreBackend, StoreError,
+    StoredCode, TrustedDevice,
 };
 use crate::clock::Timestamp;
 use crate::user::UserName;
@@ -798,4 +800,54 @@ pub async fn race_record_failure<A: StoreBackend, B: StoreBackend>(a: &A, b: &B,
     counts.sort_unstable();
     assert_eq!(counts, (1..=16).collect::<Vec<u32>>(), "no failure is lost");
     assert_eq!(a.load(user, T0).await.unwrap().failures, 16);
+}
+
+/// With the store down, every operation ends within `bound` in
+/// [`StoreError::Unavailable`]: never a success, never a hang.
+pub async fn all_unavailable<S: StoreBackend>(store: &S, tag: &str, bound: Duration) {
+    let u = user(tag, "down");
+    macro_rules! down {
+        ($name:literal, $call:expr) => {
+            match tokio::time::timeout(bound, $call).await {
+                Ok(Err(StoreError::Unavailable(_))) => {}
+                Ok(Err(e)) => panic!("{}: expected Unavailable, got {e:?}", $name),
+                Ok(Ok(v)) => panic!("{}: succeeded while the store is down: {v:?}", $name),
+                Err(_) => panic!("{}: no answer within {bound:?}", $name),
+            }
+        };
+    }
+    down!("ping", store.ping());
+    down!("load", store.load(&u, T0));
+    down!("save_account", store.save_account(&u, 0, &account(1)));
+    down!("accept_totp_step", store.accept_totp_step(&u, 1, T0));
+    down!("record_failure", store.record_failure(&u, T0, 3, 60));
+    down!("clear_failures", store.clear_failures(&u));
+    let c = code("h", at(60));
+    down!("put_code", store.put_code(&u, CodeSlot::Login, &c, T0));
+    down!(
+        "consume_code",
+        store.consume_code(&u, CodeSlot::Login, "h", T0)
+    );
+    down!("delete_code", store.delete_code(&u, CodeSlot::Login));
+    down!("peek_code", store.peek_code(&u, CodeSlot::Login, T0));
+    down!("put_challenge", store.put_challenge(&u, "c", b"x", 60, T0));
+    down!("answer_challenge", store.answer_challenge(&u, "c", 3, T0));
+    down!("delete_challenge", store.delete_challenge(&u, "c"));
+    let d = device("d", "k", 0, 60);
+    down!("add_trusted", store.add_trusted(&u, &d, T0));
+    down!("list_trusted", store.list_trusted(&u, T0));
+    down!("is_trusted", store.is_trusted(&u, "k", T0));
+    down!("revoke_trusted", store.revoke_trusted(&u, None));
+    let r = HelpdeskRequest {
+        user: u.clone(),
+        kind: "login-code".to_string(),
+        via: "portal".to_string(),
+        requested_at: T0,
+        expires_at: at(60),
+    };
+    down!("enqueue_helpdesk", store.enqueue_helpdesk(&r));
+    down!("list_helpdesk", store.list_helpdesk(T0));
+    down!("remove_helpdesk", store.remove_helpdesk(&u));
+    down!("append_audit", store.append_audit(T0, "{}", 60));
+    down!("read_audit", store.read_audit(T0, 10));
 }
