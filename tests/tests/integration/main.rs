@@ -5,3 +5,4 @@ mod cli;
 mod core_rules;
 mod directory;
 mod harness_selftest;
+mod store;
