@@ -15,6 +15,7 @@
 //!   trusted devices, reply attributes), over the core; no sockets.
 //! - [`metrics`]: metric names and descriptions.
 #![forbid(unsafe_code)]
+#![recursion_limit = "256"]
 
 pub mod clients;
 pub mod dedup;

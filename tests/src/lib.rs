@@ -28,6 +28,7 @@
 //! - [`config`]: [`ConfigBuilder`], which writes an otpgate TOML config (SPEC §4) and
 //!   its secret files.
 //! - [`ports`]: loopback ports picked by the kernel, and starting with retries.
+//! - [`artifacts`]: the `otpgate` binary and `pam_otpgate.so`, built once per test run.
 //! - [`binary`]: [`require_binary`], which turns a missing server into a failure that
 //!   names the install command; never a silent skip.
 //! - `process` (private): the child process that is killed and reaped on drop, and
@@ -43,6 +44,7 @@
 //! synchronous (std only), so tests with or without tokio can use it.
 #![forbid(unsafe_code)]
 
+pub mod artifacts;
 pub mod binary;
 pub mod codec;
 pub mod config;
@@ -57,6 +59,7 @@ pub mod smtp;
 pub mod tls;
 pub mod users;
 
+pub use artifacts::{otpgate_binary, pam_module};
 pub use binary::{require_binary, require_python_modules};
 pub use config::{ConfigBuilder, TestConfig, toml_string, toml_string_array};
 pub use error::{HarnessError, Result};

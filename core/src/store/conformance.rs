@@ -1,1 +1,801 @@
-//! The suite every store backend must pass. Filled in with the backends.
+//! The suite every store backend must pass.
+//!
+//! Each check takes a backend and a `tag`, and uses user names made from the tag, so
+//! several checks (and several runs with different tags) can share one store. The
+//! helpdesk and audit checks use the store's global keys: give each run its own store
+//! or key prefix if runs may overlap in time.
+//!
+//! Times are made up (`T0` and offsets from it): a backend must decide on the `now` it
+//! is given, never on its own clock. The race checks take two handles that share state
+//! (two connections, as two server processes would have) and must be run on a
+//! multi-thread runtime to mean anything.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use futures::future::join_all;
+
+use super::{
+    Account, CodeSlot, HelpdeskRequest, SealedSecret, StepOutcome, StoreBackend, StoredCode,
+    TrustedDevice,
+};
+use crate::clock::Timestamp;
+use crate::user::UserName;
+
+/// The made-up "now" the checks start from.
+pub const T0: Timestamp = Timestamp(1_700_000_000);
+
+fn at(offset: u64) -> Timestamp {
+    Timestamp(T0.0 + offset)
+}
+
+/// A user name for one check of one run.
+pub fn user(tag: &str, what: &str) -> UserName {
+    UserName::parse(&format!("{tag}-{what}")).expect("a valid test user name")
+}
+
+fn account(n: u8) -> Account {
+    Account {
+        version: 0,
+        totp: Some(SealedSecret {
+            nonce: format!("nonce-{n}"),
+            ciphertext: format!("ciphertext-{n}"),
+        }),
+        enrolled_at: Some(at(u64::from(n))),
+        totp_pending: None,
+        notification_address: Some(format!("user{n}@example.org")),
+        created_at: Some(T0),
+    }
+}
+
+fn code(hash: &str, expires_at: Timestamp) -> StoredCode {
+    StoredCode {
+        hash: hash.to_string(),
+        expires_at,
+        payload: Some(format!("payload of {hash}")),
+        issued_by: "email".to_string(),
+    }
+}
+
+fn device(id: &str, key_hash: &str, created: u64, expires: u64) -> TrustedDevice {
+    TrustedDevice {
+        id: id.to_string(),
+        key_hash: key_hash.to_string(),
+        door: "portal".to_string(),
+        label: format!("browser {id}"),
+        created_at: at(created),
+        expires_at: at(expires),
+    }
+}
+
+/// Every check that needs one handle, in turn.
+pub async fn run_all<S: StoreBackend>(store: &S, tag: &str) {
+    store.ping().await.expect("ping");
+    account_cas(store, tag).await;
+    load_sees_everything(store, tag).await;
+    totp_steps(store, tag).await;
+    failures_and_lock(store, tag).await;
+    codes(store, tag).await;
+    challenges(store, tag).await;
+    trusted_devices(store, tag).await;
+    helpdesk(store, tag).await;
+    audit(store, tag).await;
+}
+
+/// Every race check: `a` and `b` must share state.
+pub async fn run_races<A: StoreBackend, B: StoreBackend>(a: &A, b: &B, tag: &str) {
+    race_totp_step(a, b, &user(tag, "race-step")).await;
+    race_consume_code(a, b, &user(tag, "race-code")).await;
+    race_save_account(a, b, &user(tag, "race-cas")).await;
+    race_record_failure(a, b, &user(tag, "race-fail")).await;
+}
+
+/// `save_account` compares versions; a conflict changes nothing.
+pub async fn account_cas<S: StoreBackend>(store: &S, tag: &str) {
+    let u = user(tag, "cas");
+    let r = store.load(&u, T0).await.unwrap();
+    assert_eq!(r.account, None, "a new user has no account");
+    assert_eq!(r.failures, 0, "a new user has no failures");
+    assert_eq!(r.locked_until, None, "a new user is not locked");
+    assert_eq!(r.last_totp_step, None, "a new user has no TOTP step");
+
+    // The version in the record passed in does not matter; `expected_version` does.
+    let mut first = account(1);
+    first.version = 99;
+    assert!(
+        store.save_account(&u, 0, &first).await.unwrap(),
+        "the first save (expected 0) succeeds"
+    );
+    let saved = store.load(&u, T0).await.unwrap().account.unwrap();
+    assert_eq!(saved.version, 1, "the first save stores version 1");
+    assert_eq!(
+        Account {
+            version: 0,
+            ..saved.clone()
+        },
+        account(1),
+        "the account reads back as saved"
+    );
+
+    assert!(
+        !store.save_account(&u, 0, &account(2)).await.unwrap(),
+        "a second save expecting 0 is a conflict"
+    );
+    assert!(
+        !store.save_account(&u, 7, &account(2)).await.unwrap(),
+        "a save expecting a later version is a conflict"
+    );
+    assert_eq!(
+        store.load(&u, T0).await.unwrap().account.unwrap(),
+        saved,
+        "a conflict changes nothing"
+    );
+
+    assert!(
+        store.save_account(&u, 1, &account(2)).await.unwrap(),
+        "a save expecting the stored version succeeds"
+    );
+    let second = store.load(&u, T0).await.unwrap().account.unwrap();
+    assert_eq!(second.version, 2, "versions increase by one per save");
+    assert_eq!(second.totp, account(2).totp, "the second save is stored");
+    assert!(
+        !store.save_account(&u, 1, &account(3)).await.unwrap(),
+        "an old version is a conflict"
+    );
+}
+
+/// One `load` returns the account, failures, lock and last step together.
+pub async fn load_sees_everything<S: StoreBackend>(store: &S, tag: &str) {
+    let u = user(tag, "load");
+    assert!(store.save_account(&u, 0, &account(1)).await.unwrap());
+    assert_eq!(
+        store.accept_totp_step(&u, 100, T0).await.unwrap(),
+        StepOutcome::Accepted
+    );
+    for _ in 0..3 {
+        store.record_failure(&u, T0, 3, 900).await.unwrap();
+    }
+    let r = store.load(&u, at(1)).await.unwrap();
+    assert_eq!(
+        r.account.map(|a| a.version),
+        Some(1),
+        "load sees the account"
+    );
+    assert_eq!(r.failures, 3, "load sees the failure count");
+    assert_eq!(r.locked_until, Some(at(900)), "load sees the lock");
+    assert_eq!(r.last_totp_step, Some(100), "load sees the last step");
+
+    let later = store.load(&u, at(900)).await.unwrap();
+    assert_eq!(
+        later.locked_until, None,
+        "a lock whose time has come is not reported"
+    );
+    assert_eq!(later.failures, 3, "the count stays after the lock ends");
+}
+
+/// Each step is accepted once; earlier steps are replays.
+pub async fn totp_steps<S: StoreBackend>(store: &S, tag: &str) {
+    let u = user(tag, "steps");
+    let step = 56_666_666;
+    assert_eq!(
+        store.accept_totp_step(&u, step, T0).await.unwrap(),
+        StepOutcome::Accepted,
+        "the first step is accepted"
+    );
+    assert_eq!(
+        store.accept_totp_step(&u, step, T0).await.unwrap(),
+        StepOutcome::Replay,
+        "the same step again is a replay"
+    );
+    assert_eq!(
+        store.accept_totp_step(&u, step - 1, T0).await.unwrap(),
+        StepOutcome::Replay,
+        "an earlier step is a replay"
+    );
+    assert_eq!(
+        store.accept_totp_step(&u, step + 1, T0).await.unwrap(),
+        StepOutcome::Accepted,
+        "a later step is accepted"
+    );
+    assert_eq!(
+        store.load(&u, T0).await.unwrap().last_totp_step,
+        Some(step + 1)
+    );
+
+    // A step far above the last one (larger than a double holds exactly) still compares.
+    let big = u64::MAX - 1;
+    assert_eq!(
+        store.accept_totp_step(&u, big, T0).await.unwrap(),
+        StepOutcome::Accepted
+    );
+    assert_eq!(
+        store.accept_totp_step(&u, big - 1, T0).await.unwrap(),
+        StepOutcome::Replay,
+        "steps compare exactly, not as doubles"
+    );
+    assert_eq!(
+        store.accept_totp_step(&u, u64::MAX, T0).await.unwrap(),
+        StepOutcome::Accepted
+    );
+
+    // An accepted step resets the failure count.
+    let v = user(tag, "steps-reset");
+    store.record_failure(&v, T0, 10, 900).await.unwrap();
+    store.record_failure(&v, T0, 10, 900).await.unwrap();
+    assert_eq!(store.load(&v, T0).await.unwrap().failures, 2);
+    assert_eq!(
+        store.accept_totp_step(&v, 7, T0).await.unwrap(),
+        StepOutcome::Accepted
+    );
+    assert_eq!(
+        store.load(&v, T0).await.unwrap().failures,
+        0,
+        "an accepted step resets the failures"
+    );
+}
+
+/// Failures count up and lock at the maximum; the lock ends at its time or when cleared.
+pub async fn failures_and_lock<S: StoreBackend>(store: &S, tag: &str) {
+    let u = user(tag, "lock");
+    let one = store.record_failure(&u, T0, 3, 900).await.unwrap();
+    assert_eq!((one.failures, one.locked_until), (1, None));
+    let two = store.record_failure(&u, T0, 3, 900).await.unwrap();
+    assert_eq!((two.failures, two.locked_until), (2, None));
+    let three = store.record_failure(&u, T0, 3, 900).await.unwrap();
+    assert_eq!(
+        (three.failures, three.locked_until),
+        (3, Some(at(900))),
+        "the failure that reaches the maximum locks until now + lock_for"
+    );
+    let four = store.record_failure(&u, at(10), 3, 900).await.unwrap();
+    assert_eq!(
+        (four.failures, four.locked_until),
+        (4, Some(at(900))),
+        "a failure while locked reports the lock and does not extend it"
+    );
+
+    assert_eq!(
+        store.accept_totp_step(&u, 500, at(899)).await.unwrap(),
+        StepOutcome::Locked(at(900)),
+        "no step is accepted while locked"
+    );
+    assert_eq!(
+        store.load(&u, at(899)).await.unwrap().last_totp_step,
+        None,
+        "a locked attempt records no step"
+    );
+    assert_eq!(
+        store.load(&u, at(899)).await.unwrap().locked_until,
+        Some(at(900))
+    );
+    assert_eq!(store.load(&u, at(900)).await.unwrap().locked_until, None);
+    assert_eq!(
+        store.accept_totp_step(&u, 500, at(901)).await.unwrap(),
+        StepOutcome::Accepted,
+        "the lock ends when now passes it"
+    );
+    let r = store.load(&u, at(901)).await.unwrap();
+    assert_eq!((r.failures, r.locked_until), (0, None));
+
+    // A failure after a lock ended, with the count still at the maximum, locks again.
+    let v = user(tag, "relock");
+    for _ in 0..2 {
+        store.record_failure(&v, T0, 2, 60).await.unwrap();
+    }
+    let again = store.record_failure(&v, at(60), 2, 60).await.unwrap();
+    assert_eq!((again.failures, again.locked_until), (3, Some(at(120))));
+
+    // clear_failures unlocks.
+    let w = user(tag, "unlock");
+    for _ in 0..3 {
+        store.record_failure(&w, T0, 3, 900).await.unwrap();
+    }
+    assert!(store.load(&w, T0).await.unwrap().locked_until.is_some());
+    store.clear_failures(&w).await.unwrap();
+    let r = store.load(&w, T0).await.unwrap();
+    assert_eq!(
+        (r.failures, r.locked_until),
+        (0, None),
+        "clear_failures resets the count and the lock"
+    );
+    assert_eq!(
+        store.accept_totp_step(&w, 1, T0).await.unwrap(),
+        StepOutcome::Accepted
+    );
+    store.clear_failures(&w).await.unwrap();
+}
+
+/// Codes are single use, replaced by a new one, and expire.
+pub async fn codes<S: StoreBackend>(store: &S, tag: &str) {
+    let u = user(tag, "codes");
+    let c = code("hash-1", at(100));
+    store.put_code(&u, CodeSlot::Login, &c, T0).await.unwrap();
+    assert_eq!(
+        store.peek_code(&u, CodeSlot::Login, T0).await.unwrap(),
+        Some(c.clone())
+    );
+    assert_eq!(
+        store
+            .consume_code(&u, CodeSlot::Login, "hash-2", T0)
+            .await
+            .unwrap(),
+        None,
+        "a wrong hash consumes nothing"
+    );
+    assert_eq!(
+        store
+            .consume_code(&u, CodeSlot::Login, "hash-1", T0)
+            .await
+            .unwrap(),
+        Some(c.clone()),
+        "the right hash is consumed after a wrong one"
+    );
+    assert_eq!(
+        store
+            .consume_code(&u, CodeSlot::Login, "hash-1", T0)
+            .await
+            .unwrap(),
+        None,
+        "a code is used once"
+    );
+    assert_eq!(
+        store.peek_code(&u, CodeSlot::Login, T0).await.unwrap(),
+        None
+    );
+
+    // Expiry: valid before expires_at, gone at it.
+    store.put_code(&u, CodeSlot::Login, &c, T0).await.unwrap();
+    assert!(
+        store
+            .peek_code(&u, CodeSlot::Login, at(99))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store.peek_code(&u, CodeSlot::Login, at(100)).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .consume_code(&u, CodeSlot::Login, "hash-1", at(100))
+            .await
+            .unwrap(),
+        None,
+        "an expired code is refused"
+    );
+
+    // A code that is already expired when put leaves the slot empty.
+    store
+        .put_code(&u, CodeSlot::Login, &code("hash-old", T0), at(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .consume_code(&u, CodeSlot::Login, "hash-old", at(1))
+            .await
+            .unwrap(),
+        None
+    );
+
+    // A new code replaces the old one.
+    store
+        .put_code(&u, CodeSlot::Login, &code("hash-a", at(100)), T0)
+        .await
+        .unwrap();
+    store
+        .put_code(&u, CodeSlot::Login, &code("hash-b", at(200)), T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .consume_code(&u, CodeSlot::Login, "hash-a", T0)
+            .await
+            .unwrap(),
+        None,
+        "the replaced code is gone"
+    );
+    assert_eq!(
+        store
+            .consume_code(&u, CodeSlot::Login, "hash-b", T0)
+            .await
+            .unwrap(),
+        Some(code("hash-b", at(200)))
+    );
+
+    // delete_code empties the slot.
+    store.put_code(&u, CodeSlot::Login, &c, T0).await.unwrap();
+    store.delete_code(&u, CodeSlot::Login).await.unwrap();
+    assert_eq!(
+        store
+            .consume_code(&u, CodeSlot::Login, "hash-1", T0)
+            .await
+            .unwrap(),
+        None,
+        "a deleted code is gone"
+    );
+
+    // Slots are separate.
+    let reset = code("same-hash", at(100));
+    store
+        .put_code(&u, CodeSlot::Reset, &reset, T0)
+        .await
+        .unwrap();
+    store
+        .put_code(&u, CodeSlot::AddressConfirmation, &reset, T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .consume_code(&u, CodeSlot::Reset, "same-hash", T0)
+            .await
+            .unwrap(),
+        Some(reset.clone())
+    );
+    assert_eq!(
+        store
+            .peek_code(&u, CodeSlot::AddressConfirmation, T0)
+            .await
+            .unwrap(),
+        Some(reset),
+        "consuming one slot leaves the others"
+    );
+    assert_eq!(
+        store.peek_code(&u, CodeSlot::Login, T0).await.unwrap(),
+        None
+    );
+
+    // Another user's code is not this user's.
+    let v = user(tag, "codes-other");
+    assert_eq!(
+        store
+            .consume_code(&v, CodeSlot::AddressConfirmation, "same-hash", T0)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// Challenge answers are counted; past the maximum, or expired, the challenge is gone.
+pub async fn challenges<S: StoreBackend>(store: &S, tag: &str) {
+    let u = user(tag, "challenge");
+    let data = vec![0u8, 255, 10, b'{', b'}', 0x80];
+    store.put_challenge(&u, "c1", &data, 60, T0).await.unwrap();
+    for n in 1..=3u32 {
+        let a = store
+            .answer_challenge(&u, "c1", 3, at(1))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("answer {n} of 3 is allowed"));
+        assert_eq!(a.data, data, "the challenge data comes back intact");
+        assert_eq!(a.answers, n, "answers are counted");
+    }
+    assert_eq!(
+        store.answer_challenge(&u, "c1", 3, at(1)).await.unwrap(),
+        None,
+        "the 4th answer with a maximum of 3 is refused"
+    );
+    assert_eq!(
+        store.answer_challenge(&u, "c1", 10, at(1)).await.unwrap(),
+        None,
+        "a challenge answered too often is gone"
+    );
+
+    // Expiry.
+    store.put_challenge(&u, "c2", b"two", 60, T0).await.unwrap();
+    assert!(
+        store
+            .answer_challenge(&u, "c2", 3, at(59))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store.answer_challenge(&u, "c2", 3, at(60)).await.unwrap(),
+        None,
+        "an expired challenge is refused"
+    );
+
+    // delete_challenge; ids are separate; put replaces and resets the count.
+    store
+        .put_challenge(&u, "c3", b"three", 60, T0)
+        .await
+        .unwrap();
+    store
+        .put_challenge(&u, "c4:odd}id", b"four", 60, T0)
+        .await
+        .unwrap();
+    store.delete_challenge(&u, "c3").await.unwrap();
+    assert_eq!(
+        store.answer_challenge(&u, "c3", 3, T0).await.unwrap(),
+        None,
+        "a deleted challenge is gone"
+    );
+    let four = store
+        .answer_challenge(&u, "c4:odd}id", 3, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((four.data.as_slice(), four.answers), (&b"four"[..], 1));
+    store
+        .put_challenge(&u, "c4:odd}id", b"four again", 60, T0)
+        .await
+        .unwrap();
+    let again = store
+        .answer_challenge(&u, "c4:odd}id", 3, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (again.data.as_slice(), again.answers),
+        (&b"four again"[..], 1),
+        "putting a challenge again replaces it"
+    );
+    // Empty data is data too.
+    store.put_challenge(&u, "c5", b"", 60, T0).await.unwrap();
+    let empty = store
+        .answer_challenge(&u, "c5", 1, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(empty.data.is_empty());
+}
+
+/// Trusted devices: add, list, check, expire, revoke.
+pub async fn trusted_devices<S: StoreBackend>(store: &S, tag: &str) {
+    let u = user(tag, "trusted");
+    let week = 7 * 24 * 3600;
+    let d1 = device("d1", "key-1", 0, week);
+    let d2 = device("d2", "key-2", 10, 20);
+    store.add_trusted(&u, &d2, at(10)).await.unwrap();
+    store.add_trusted(&u, &d1, at(10)).await.unwrap();
+    assert_eq!(
+        store.list_trusted(&u, at(15)).await.unwrap(),
+        vec![d1.clone(), d2.clone()],
+        "devices are listed oldest first"
+    );
+    assert!(store.is_trusted(&u, "key-1", at(15)).await.unwrap());
+    assert!(store.is_trusted(&u, "key-2", at(15)).await.unwrap());
+    assert!(
+        !store.is_trusted(&u, "key-3", at(15)).await.unwrap(),
+        "an unknown device is not trusted"
+    );
+    assert!(
+        !store
+            .is_trusted(&user(tag, "trusted-other"), "key-1", at(15))
+            .await
+            .unwrap(),
+        "another user's device is not trusted"
+    );
+    assert_eq!(
+        store.list_trusted(&u, at(20)).await.unwrap(),
+        vec![d1.clone()],
+        "an expired device is not listed"
+    );
+    assert!(
+        !store.is_trusted(&u, "key-2", at(20)).await.unwrap(),
+        "an expired device is not trusted"
+    );
+
+    // Adding by the same id replaces.
+    let d1b = TrustedDevice {
+        label: "renamed".to_string(),
+        ..d1.clone()
+    };
+    store.add_trusted(&u, &d1b, at(30)).await.unwrap();
+    assert_eq!(store.list_trusted(&u, at(30)).await.unwrap(), vec![d1b]);
+
+    assert_eq!(store.revoke_trusted(&u, Some("nope")).await.unwrap(), 0);
+    assert_eq!(
+        store.revoke_trusted(&u, Some("d1")).await.unwrap(),
+        1,
+        "revoking one device by id"
+    );
+    assert!(!store.is_trusted(&u, "key-1", at(30)).await.unwrap());
+
+    store
+        .add_trusted(&u, &device("d3", "key-3", 30, week), at(30))
+        .await
+        .unwrap();
+    store
+        .add_trusted(&u, &device("d4", "key-4", 31, week), at(31))
+        .await
+        .unwrap();
+    assert_eq!(store.list_trusted(&u, at(32)).await.unwrap().len(), 2);
+    assert_eq!(
+        store.revoke_trusted(&u, None).await.unwrap(),
+        2,
+        "revoking all counts them"
+    );
+    assert!(store.list_trusted(&u, at(32)).await.unwrap().is_empty());
+    assert!(!store.is_trusted(&u, "key-3", at(32)).await.unwrap());
+    assert_eq!(store.revoke_trusted(&u, None).await.unwrap(), 0);
+}
+
+fn ours(tag: &str, list: Vec<HelpdeskRequest>) -> Vec<HelpdeskRequest> {
+    let start = format!("{tag}-hd-");
+    list.into_iter()
+        .filter(|r| r.user.as_str().starts_with(&start))
+        .collect()
+}
+
+/// The helpdesk queue: one request per user, oldest first, expiring.
+pub async fn helpdesk<S: StoreBackend>(store: &S, tag: &str) {
+    let a = user(tag, "hd-a");
+    let b = user(tag, "hd-b");
+    let request = |u: &UserName, kind: &str, requested: u64, expires: u64| HelpdeskRequest {
+        user: u.clone(),
+        kind: kind.to_string(),
+        via: "radius vpn".to_string(),
+        requested_at: at(requested),
+        expires_at: at(expires),
+    };
+    store
+        .enqueue_helpdesk(&request(&a, "login-code", 0, 100))
+        .await
+        .unwrap();
+    store
+        .enqueue_helpdesk(&request(&b, "login-code", 5, 50))
+        .await
+        .unwrap();
+    let a2 = request(&a, "reset", 10, 200);
+    store.enqueue_helpdesk(&a2).await.unwrap();
+    assert_eq!(
+        ours(tag, store.list_helpdesk(at(20)).await.unwrap()),
+        vec![request(&b, "login-code", 5, 50), a2.clone()],
+        "one request per user (the latest), oldest first"
+    );
+    assert_eq!(
+        ours(tag, store.list_helpdesk(at(50)).await.unwrap()),
+        vec![a2.clone()],
+        "expired requests are not listed"
+    );
+    assert!(
+        store.remove_helpdesk(&a).await.unwrap(),
+        "removing a request"
+    );
+    assert!(
+        !store.remove_helpdesk(&a).await.unwrap(),
+        "removing it again finds none"
+    );
+    assert!(ours(tag, store.list_helpdesk(at(50)).await.unwrap()).is_empty());
+}
+
+/// The audit log: appended, read from a time, limited, trimmed.
+pub async fn audit<S: StoreBackend>(store: &S, tag: &str) {
+    let base = at(1_000_000);
+    let rec = |n: &str| format!(r#"{{"tag":"{tag}","n":"{n}"}}"#);
+    let plus = |s: u64| Timestamp(base.0 + s);
+    store.append_audit(base, &rec("m"), 1000).await.unwrap();
+    store.append_audit(plus(1), &rec("z"), 1000).await.unwrap();
+    // Same second, appended later, sorts before "z" as text: order must be kept.
+    store.append_audit(plus(1), &rec("a"), 1000).await.unwrap();
+    store.append_audit(plus(2), &rec("b"), 1000).await.unwrap();
+
+    assert_eq!(
+        store.read_audit(base, 10).await.unwrap(),
+        vec![rec("m"), rec("z"), rec("a"), rec("b")],
+        "records come back oldest first, in the order they came"
+    );
+    assert_eq!(
+        store.read_audit(plus(1), 10).await.unwrap(),
+        vec![rec("z"), rec("a"), rec("b")],
+        "records at or after `since`"
+    );
+    assert_eq!(
+        store.read_audit(base, 2).await.unwrap(),
+        vec![rec("m"), rec("z")],
+        "at most `limit`, the oldest"
+    );
+    assert!(store.read_audit(base, 0).await.unwrap().is_empty());
+    assert!(store.read_audit(plus(3), 10).await.unwrap().is_empty());
+
+    store
+        .append_audit(plus(1001), &rec("late"), 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.read_audit(base, 10).await.unwrap(),
+        vec![rec("z"), rec("a"), rec("b"), rec("late")],
+        "records older than at - keep are dropped"
+    );
+}
+
+/// 16 concurrent `accept_totp_step` of one step, 8 through each handle: exactly one is
+/// accepted.
+pub async fn race_totp_step<A: StoreBackend, B: StoreBackend>(a: &A, b: &B, user: &UserName) {
+    let step = 56_700_000;
+    let results = join_all((0..16).map(|i| async move {
+        if i % 2 == 0 {
+            a.accept_totp_step(user, step, T0).await
+        } else {
+            b.accept_totp_step(user, step, T0).await
+        }
+    }))
+    .await;
+    let outcomes: Vec<StepOutcome> = results.into_iter().map(Result::unwrap).collect();
+    let accepted = outcomes
+        .iter()
+        .filter(|o| **o == StepOutcome::Accepted)
+        .count();
+    assert_eq!(
+        accepted, 1,
+        "exactly one of 16 concurrent uses of a step is accepted: {outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, StepOutcome::Accepted | StepOutcome::Replay)),
+        "the others are replays: {outcomes:?}"
+    );
+}
+
+/// 16 concurrent consumes of one code, 8 through each handle: exactly one gets it.
+pub async fn race_consume_code<A: StoreBackend, B: StoreBackend>(a: &A, b: &B, user: &UserName) {
+    let c = code("race-hash", at(600));
+    a.put_code(user, CodeSlot::Login, &c, T0).await.unwrap();
+    let results = join_all((0..16).map(|i| async move {
+        if i % 2 == 0 {
+            a.consume_code(user, CodeSlot::Login, "race-hash", T0).await
+        } else {
+            b.consume_code(user, CodeSlot::Login, "race-hash", T0).await
+        }
+    }))
+    .await;
+    let got: Vec<Option<StoredCode>> = results.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        got.iter().filter(|g| g.is_some()).count(),
+        1,
+        "exactly one of 16 concurrent consumes of a code succeeds"
+    );
+}
+
+/// 16 concurrent first saves of an account: exactly one wins.
+pub async fn race_save_account<A: StoreBackend, B: StoreBackend>(a: &A, b: &B, user: &UserName) {
+    let results = join_all((0..16u8).map(|i| async move {
+        if i % 2 == 0 {
+            a.save_account(user, 0, &account(i)).await
+        } else {
+            b.save_account(user, 0, &account(i)).await
+        }
+    }))
+    .await;
+    let saved: Vec<bool> = results.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        saved.iter().filter(|s| **s).count(),
+        1,
+        "exactly one of 16 concurrent saves of version 0 wins"
+    );
+    let stored = a.load(user, T0).await.unwrap().account.unwrap();
+    assert_eq!(stored.version, 1);
+}
+
+/// 16 concurrent failures are all counted, and lock exactly at the maximum.
+pub async fn race_record_failure<A: StoreBackend, B: StoreBackend>(a: &A, b: &B, user: &UserName) {
+    let results = join_all((0..16).map(|i| async move {
+        if i % 2 == 0 {
+            a.record_failure(user, T0, 10, 900).await
+        } else {
+            b.record_failure(user, T0, 10, 900).await
+        }
+    }))
+    .await;
+    let mut counts: Vec<u32> = results
+        .into_iter()
+        .map(|r| {
+            let o = r.unwrap();
+            assert_eq!(
+                o.locked_until.is_some(),
+                o.failures >= 10,
+                "locked exactly from the 10th failure on: {o:?}"
+            );
+            o.failures
+        })
+        .collect();
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=16).collect::<Vec<u32>>(), "no failure is lost");
+    assert_eq!(a.load(user, T0).await.unwrap().failures, 16);
+}

@@ -1,155 +1,838 @@
-//! Embedded store. Placeholder: implemented in its own change.
+//! The embedded store: one redb file, for a single host and the demo.
+//!
+//! Each decision is **one write transaction**; redb runs one write transaction at a time,
+//! which is what makes the check-and-set operations atomic. Reads use read transactions
+//! (a consistent snapshot).
+//!
+//! redb holds a lock on its file: only **one process** can open it. PAM direct mode
+//! (the module inside sshd) and a second `otpgate serve` therefore need Redis; opening
+//! a file another process holds fails with [`StoreError::Unavailable`].
+//!
+//! There is no background expiry. Every expiring record carries its `expires_at` and is
+//! ignored once `now` reaches it; write transactions delete the expired records they
+//! come across (a user's old challenges, expired devices, stale helpdesk requests, old
+//! audit records).
+//!
+//! redb's calls block, so every operation runs under `tokio::task::spawn_blocking`.
 
-use super::*;
+use std::path::Path;
+use std::sync::Arc;
 
-/// Embedded store.
-pub struct EmbeddedStore {}
+use data_encoding::BASE64;
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition,
+    WriteTransaction,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use super::keys;
+use super::records::{FAILURES_TTL, from_json, is_live, to_json};
+use super::{
+    Account, ChallengeAnswer, CodeSlot, FailureOutcome, HelpdeskRequest, StepOutcome, StoreBackend,
+    StoreError, StoredCode, TrustedDevice, UserRecord,
+};
+use crate::clock::Timestamp;
+use crate::user::UserName;
+
+/// An embedded store. Cloning is cheap and shares the database.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    prefix: String,
+    /// Table of key → JSON record, keys named as in Redis (`keys`).
+    kv_table: String,
+    /// Table of (time, sequence) → audit record.
+    audit_table: String,
+}
+
+type Kv<'a> = TableDefinition<'a, &'static str, &'static [u8]>;
+
+/// Whether a write transaction's changes are kept.
+enum Done<T> {
+    Commit(T),
+    Abort(T),
+}
+
+/// The failure counter; it counts only while `now` is before `last_at + 30 days`.
+#[derive(Serialize, Deserialize)]
+struct FailureRecord {
+    count: u32,
+    last_at: Timestamp,
+}
+
+impl FailureRecord {
+    fn current(&self, now: Timestamp) -> u32 {
+        if is_live(Timestamp(self.last_at.0.saturating_add(FAILURES_TTL)), now) {
+            self.count
+        } else {
+            0
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct LockRecord {
+    until: Timestamp,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StepRecord {
+    step: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ChallengeRecord {
+    /// Base64 of the challenge data.
+    data: String,
+    answers: u32,
+    expires_at: Timestamp,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SeqRecord {
+    next: u64,
+}
+
+fn db_err(what: &str, e: impl Into<redb::Error>) -> StoreError {
+    match e.into() {
+        redb::Error::Corrupted(m) => StoreError::Corrupt(format!("embedded store {what}: {m}")),
+        redb::Error::DatabaseAlreadyOpen => StoreError::Unavailable(format!(
+            "embedded store {what}: the file is open in another process (PAM direct mode \
+             and a second server need Redis)"
+        )),
+        other => StoreError::Unavailable(format!("embedded store {what}: {other}")),
+    }
+}
 
 impl EmbeddedStore {
-    /// Opens the file.
-    pub fn open(_path: &std::path::Path, _prefix: &str) -> Result<Self, StoreError> {
-        Ok(Self {})
+    /// Opens (or creates) the store file. Fails if another process has it open.
+    pub fn open(path: &Path, key_prefix: &str) -> Result<Self, StoreError> {
+        let db =
+            Database::create(path).map_err(|e| db_err(&format!("open {}", path.display()), e))?;
+        Self::with_db(db, key_prefix)
     }
+
+    /// A store in memory, gone when dropped (tests, the demo).
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| db_err("create in memory", e))?;
+        Self::with_db(db, "otpgate:")
+    }
+
+    fn with_db(db: Database, prefix: &str) -> Result<Self, StoreError> {
+        let inner = Inner {
+            db,
+            prefix: prefix.to_string(),
+            kv_table: format!("{prefix}kv"),
+            audit_table: format!("{prefix}audit"),
+        };
+        // Create both tables so that read transactions always find them.
+        let tx = inner.db.begin_write().map_err(|e| db_err("open", e))?;
+        inner.kv(&tx)?;
+        inner.audit(&tx)?;
+        tx.commit().map_err(|e| db_err("open", e))?;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Runs `f` in one write transaction on a blocking thread; commits on
+    /// `Done::Commit`, rolls back on `Done::Abort` or an error.
+    async fn write<T, F>(&self, what: &'static str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner, &WriteTransaction) -> Result<Done<T>, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        blocking(what, move || {
+            let tx = inner.db.begin_write().map_err(|e| db_err(what, e))?;
+            match f(&inner, &tx)? {
+                Done::Commit(v) => {
+                    tx.commit().map_err(|e| db_err(what, e))?;
+                    Ok(v)
+                }
+                Done::Abort(v) => {
+                    tx.abort().map_err(|e| db_err(what, e))?;
+                    Ok(v)
+                }
+            }
+        })
+        .await
+    }
+
+    /// Runs `f` in one read transaction on a blocking thread.
+    async fn read<T, F>(&self, what: &'static str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner, &ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        blocking(what, move || {
+            let tx = inner.db.begin_read().map_err(|e| db_err(what, e))?;
+            f(&inner, &tx)
+        })
+        .await
+    }
+}
+
+async fn blocking<T, F>(what: &'static str, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("embedded store {what}: {e}")))?
+}
+
+impl Inner {
+    fn kv<'t>(
+        &self,
+        tx: &'t WriteTransaction,
+    ) -> Result<Table<'t, &'static str, &'static [u8]>, StoreError> {
+        tx.open_table(Kv::new(&self.kv_table))
+            .map_err(|e| db_err("open table", e))
+    }
+
+    fn kv_read(
+        &self,
+        tx: &ReadTransaction,
+    ) -> Result<redb::ReadOnlyTable<&'static str, &'static [u8]>, StoreError> {
+        tx.open_table(Kv::new(&self.kv_table))
+            .map_err(|e| db_err("open table", e))
+    }
+
+    fn audit<'t>(
+        &self,
+        tx: &'t WriteTransaction,
+    ) -> Result<Table<'t, (u64, u64), &'static str>, StoreError> {
+        tx.open_table(TableDefinition::<(u64, u64), &str>::new(&self.audit_table))
+            .map_err(|e| db_err("open table", e))
+    }
+
+    fn audit_read(
+        &self,
+        tx: &ReadTransaction,
+    ) -> Result<redb::ReadOnlyTable<(u64, u64), &'static str>, StoreError> {
+        tx.open_table(TableDefinition::<(u64, u64), &str>::new(&self.audit_table))
+            .map_err(|e| db_err("open table", e))
+    }
+
+    fn key(&self, user: &UserName, what: &str) -> String {
+        keys::user_key(&self.prefix, user, what)
+    }
+}
+
+fn get_json<T, R>(table: &R, key: &str, what: &str) -> Result<Option<T>, StoreError>
+where
+    T: DeserializeOwned,
+    R: ReadableTable<&'static str, &'static [u8]>,
+{
+    match table.get(key).map_err(|e| db_err(what, e))? {
+        Some(guard) => from_json(what, guard.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn put_json<T: Serialize>(
+    table: &mut Table<'_, &'static str, &'static [u8]>,
+    key: &str,
+    what: &str,
+    value: &T,
+) -> Result<(), StoreError> {
+    let json = to_json(what, value)?;
+    table
+        .insert(key, json.as_bytes())
+        .map_err(|e| db_err(what, e))?;
+    Ok(())
+}
+
+fn remove(
+    table: &mut Table<'_, &'static str, &'static [u8]>,
+    key: &str,
+    what: &str,
+) -> Result<bool, StoreError> {
+    Ok(table.remove(key).map_err(|e| db_err(what, e))?.is_some())
+}
+
+/// Every (key, value) whose key starts with `start`.
+fn scan_prefix<R>(table: &R, start: &str, what: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>
+where
+    R: ReadableTable<&'static str, &'static [u8]>,
+{
+    let mut out = Vec::new();
+    for entry in table.range(start..).map_err(|e| db_err(what, e))? {
+        let (k, v) = entry.map_err(|e| db_err(what, e))?;
+        if !k.value().starts_with(start) {
+            break;
+        }
+        out.push((k.value().to_string(), v.value().to_vec()));
+    }
+    Ok(out)
+}
+
+fn live_devices(devices: Vec<TrustedDevice>, now: Timestamp) -> Vec<TrustedDevice> {
+    let mut live: Vec<_> = devices
+        .into_iter()
+        .filter(|d| is_live(d.expires_at, now))
+        .collect();
+    live.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    live
 }
 
 impl StoreBackend for EmbeddedStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+        self.read("ping", |inner, tx| inner.kv_read(tx).map(|_| ()))
+            .await
     }
-    async fn load(&self, _user: &UserName, _now: Timestamp) -> Result<UserRecord, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+
+    async fn load(&self, user: &UserName, now: Timestamp) -> Result<UserRecord, StoreError> {
+        let user = user.clone();
+        self.read("load", move |inner, tx| {
+            let kv = inner.kv_read(tx)?;
+            let account: Option<Account> =
+                get_json(&kv, &inner.key(&user, keys::ACCOUNT), "account")?;
+            let failures: Option<FailureRecord> =
+                get_json(&kv, &inner.key(&user, keys::FAILURES), "failures")?;
+            let lock: Option<LockRecord> = get_json(&kv, &inner.key(&user, keys::LOCK), "lock")?;
+            let step: Option<StepRecord> =
+                get_json(&kv, &inner.key(&user, keys::TOTP_STEP), "TOTP step")?;
+            Ok(UserRecord {
+                account,
+                failures: failures.map_or(0, |f| f.current(now)),
+                locked_until: lock.map(|l| l.until).filter(|t| is_live(*t, now)),
+                last_totp_step: step.map(|s| s.step),
+            })
+        })
+        .await
     }
+
     async fn save_account(
         &self,
-        _user: &UserName,
-        _expected_version: u64,
-        _account: &Account,
+        user: &UserName,
+        expected_version: u64,
+        account: &Account,
     ) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+        let user = user.clone();
+        let mut record = account.clone();
+        record.version = expected_version
+            .checked_add(1)
+            .ok_or_else(|| StoreError::Corrupt("account version overflow".into()))?;
+        self.write("save account", move |inner, tx| {
+            let mut kv = inner.kv(tx)?;
+            let key = inner.key(&user, keys::ACCOUNT);
+            let stored: Option<Account> = get_json(&kv, &key, "account")?;
+            if stored.map_or(0, |a| a.version) != expected_version {
+                return Ok(Done::Abort(false));
+            }
+            put_json(&mut kv, &key, "account", &record)?;
+            Ok(Done::Commit(true))
+        })
+        .await
     }
+
     async fn accept_totp_step(
         &self,
-        _user: &UserName,
-        _step: u64,
-        _now: Timestamp,
+        user: &UserName,
+        step: u64,
+        now: Timestamp,
     ) -> Result<StepOutcome, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+        let user = user.clone();
+        self.write("accept TOTP step", move |inner, tx| {
+            let mut kv = inner.kv(tx)?;
+            let lock_key = inner.key(&user, keys::LOCK);
+            let lock: Option<LockRecord> = get_json(&kv, &lock_key, "lock")?;
+            if let Some(lock) = lock.filter(|l| is_live(l.until, now)) {
+                return Ok(Done::Abort(StepOutcome::Locked(lock.until)));
+            }
+            let step_key = inner.key(&user, keys::TOTP_STEP);
+            let last: Option<StepRecord> = get_json(&kv, &step_key, "TOTP step")?;
+            if last.is_some_and(|l| l.step >= step) {
+                return Ok(Done::Abort(StepOutcome::Replay));
+            }
+            put_json(&mut kv, &step_key, "TOTP step", &StepRecord { step })?;
+            remove(&mut kv, &inner.key(&user, keys::FAILURES), "failures")?;
+            remove(&mut kv, &lock_key, "lock")?;
+            Ok(Done::Commit(StepOutcome::Accepted))
+        })
+        .await
     }
+
     async fn record_failure(
         &self,
-        _user: &UserName,
-        _now: Timestamp,
-        _max_failures: u32,
-        _lock_for: u64,
+        user: &UserName,
+        now: Timestamp,
+        max_failures: u32,
+        lock_for: u64,
     ) -> Result<FailureOutcome, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+        let user = user.clone();
+        self.write("record failure", move |inner, tx| {
+            let mut kv = inner.kv(tx)?;
+            let failures_key = inner.key(&user, keys::FAILURES);
+            let lock_key = inner.key(&user, keys::LOCK);
+            let old: Option<FailureRecord> = get_json(&kv, &failures_key, "failures")?;
+            let count = old.map_or(0, |f| f.current(now)).saturating_add(1);
+            put_json(
+                &mut kv,
+                &failures_key,
+                "failures",
+                &FailureRecord {
+                    count,
+                    last_at: now,
+                },
+            )?;
+            let lock: Option<LockRecord> = get_json(&kv, &lock_key, "lock")?;
+            let locked_until = match lock.filter(|l| is_live(l.until, now)) {
+                Some(l) => Some(l.until),
+                None if count >= max_failures => {
+                    let until = Timestamp(now.0.saturating_add(lock_for.max(1)));
+                    put_json(&mut kv, &lock_key, "lock", &LockRecord { until })?;
+                    Some(until)
+                }
+                None => None,
+            };
+            Ok(Done::Commit(FailureOutcome {
+                failures: count,
+                locked_until,
+            }))
+        })
+        .await
     }
-    async fn clear_failures(&self, _user: &UserName) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+
+    async fn clear_failures(&self, user: &UserName) -> Result<(), StoreError> {
+        let user = user.clone();
+        self.write("clear failures", move |inner, tx| {
+            let mut kv = inner.kv(tx)?;
+            remove(&mut kv, &inner.key(&user, keys::FAILURES), "failures")?;
+            remove(&mut kv, &inner.key(&user, keys::LOCK), "lock")?;
+            Ok(Done::Commit(()))
+        })
+        .await
     }
+
     async fn put_code(
         &self,
-        _user: &UserName,
-        _slot: CodeSlot,
-        _code: &StoredCode,
-        _now: Timestamp,
+        user: &UserName,
+        slot: CodeSlot,
+        code: &StoredCode,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+        let key = keys::code_key(&self.inner.prefix, user, slot);
+        let code = code.clone();
+        self.write("put code", move |inner, tx| {
+            let mut kv = inner.kv(tx)?;
+            if is_live(code.expires_at, now) {
+                put_json(&mut kv, &key, "code", &code)?;
+            } else {
+                // Already expired: the slot ends up empty, as it would a moment later.
+                remove(&mut kv, &key, "code")?;
+            }
+            Ok(Done::Commit(()))
+        })
+        .await
     }
+
     async fn consume_code(
         &self,
-        _user: &UserName,
-        _slot: CodeSlot,
-        _hash: &str,
-        _now: Timestamp,
+        user: &UserName,
+        slot: CodeSlot,
+        hash: &str,
+        now: Timestamp,
     ) -> Result<Option<StoredCode>, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+        let key = keys::code_key(&self.inner.prefix, user, slot);
+        let hash = hash.to_string();
+        self.write("consume code", move |inner, tx| {
+            let mut kv = inner.kv(tx)?;
+            let Some(code) = get_json::<StoredCode, _>(&kv, &key, "code")? else {
+                return Ok(Done::Abort(None));
+            };
+            if !is_live(code.expires_at, now) {
+                remove(&mut kv, &key, "code")?;
+                return Ok(Done::Commit(None));
+            }
+            if bool::from(code.hash.as_bytes().ct_eq(hash.as_bytes())) {
+                remove(&mut kv, &key, "code")?;
+                Ok(Done::Commit(Some(code)))
+            } else {
+                Ok(Done::Abort(None))
+            }
+        })
+        .await
     }
-    async fn delete_code(&self, _user: &UserName, _slot: CodeSlot) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+
+    async fn delete_code(&self, user: &UserName, slot: CodeSlot) -> Result<(), StoreError> {
+        let key = keys::code_key(&self.inner.prefix, user, slot);
+        self.write("delete code", move |inner, tx| {
+            remove(&mut inner.kv(tx)?, &key, "code")?;
+            Ok(Done::Commit(()))
+        })
+        .await
     }
+
     async fn peek_code(
         &self,
-        _user: &UserName,
-        _slot: CodeSlot,
-        _now: Timestamp,
+        user: &UserName,
+        slot: CodeSlot,
+        now: Timestamp,
     ) -> Result<Option<StoredCode>, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+        let key = keys::code_key(&self.inner.prefix, user, slot);
+        self.read("peek code", move |inner, tx| {
+            let code: Option<StoredCode> = get_json(&inner.kv_read(tx)?, &key, "code")?;
+            Ok(code.filter(|c| is_live(c.expires_at, now)))
+        })
+        .await
     }
+
     async fn put_challenge(
         &self,
-        _user: &UserName,
-        _id: &str,
-        _data: &[u8],
-        _ttl: u64,
-        _now: Timestamp,
+        user: &UserName,
+        id: &str,
+        data: &[u8],
+        ttl: u64,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+        let key = keys::challenge_key(&self.inner.prefix, user, id);
+        let start = keys::challenge_key_prefix(&self.inner.prefix, user);
+        let record = ChallengeRecord {
+            data: BASE64.encode(data),
+            answers: 0,
+            expires_at: Timestamp(now.0.saturating_add(ttl)),
+        };
+        self.write("put challenge", move |inner, tx| {
+            let mut kv = inner.kv(tx)?;
+            // Drop this user's challenges that expired unanswered.
+            for (k, v) in scan_prefix(&kv, &start, "put challenge")? {
+                let expired = from_json::<ChallengeRecord>("challenge", &v)
+                    .map_or(true, |c| !is_live(c.expires_at, now));
+                if expired {
+                    remove(&mut kv, &k, "challenge")?;
+                }
+            }
+            if is_live(record.expires_at, now) {
+                put_json(&mut kv, &key, "challenge", &record)?;
+            } else {
+                remove(&mut kv, &key, "challenge")?;
+            }
+            Ok(Done::Commit(()))
+        })
+        .await
     }
+
     async fn answer_challenge(
         &self,
-        _user: &UserName,
-        _id: &str,
-        _max_answers: u32,
-        _now: Timestamp,
+        user: &UserName,
+        id: &str,
+        max_answers: u32,
+        now: Timestamp,
     ) -> Result<Option<ChallengeAnswer>, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+        let key = keys::challenge_key(&self.inner.prefix, user, id);
+        self.write("answer challenge", move |inner, tx| {
+            let mut kv = inner.kv(tx)?;
+            let Some(mut c) = get_json::<ChallengeRecord, _>(&kv, &key, "challenge")? else {
+                return Ok(Done::Abort(None));
+            };
+            c.answers = c.answers.saturating_add(1);
+            if !is_live(c.expires_at, now) || c.answers > max_answers {
+                remove(&mut kv, &key, "challenge")?;
+                return Ok(Done::Commit(None));
+            }
+            let data = BASE64
+                .decode(c.data.as_bytes())
+                .map_err(|e| StoreError::Corrupt(format!("challenge data: {e}")))?;
+            put_json(&mut kv, &key, "challenge", &c)?;
+            Ok(Done::Commit(Some(ChallengeAnswer {
+                data,
+                answers: c.answers,
+            })))
+        })
+        .await
     }
-    async fn delete_challenge(&self, _user: &UserName, _id: &str) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+
+    async fn delete_challenge(&self, user: &UserName, id: &str) -> Result<(), StoreError> {
+        let key = keys::challenge_key(&self.inner.prefix, user, id);
+        self.write("delete challenge", move |inner, tx| {
+            remove(&mut inner.kv(tx)?, &key, "challenge")?;
+            Ok(Done::Commit(()))
+        })
+        .await
     }
+
     async fn add_trusted(
         &self,
-        _user: &UserName,
-        _device: &TrustedDevice,
-        _now: Timestamp,
+        user: &UserName,
+        device: &TrustedDevice,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+        let user = user.clone();
+        let device = device.clone();
+        self.write("add trusted device", move |inner, tx| {
+            let mut kv = inner.kv(tx)?;
+            let key = inner.key(&user, keys::TRUSTED);
+            let mut devices: Vec<TrustedDevice> =
+                get_json(&kv, &key, "trusted devices")?.unwrap_or_default();
+            devices.retain(|d| d.id != device.id);
+            devices.push(device);
+            let devices = live_devices(devices, now);
+            if devices.is_empty() {
+                remove(&mut kv, &key, "trusted devices")?;
+            } else {
+                put_json(&mut kv, &key, "trusted devices", &devices)?;
+            }
+            Ok(Done::Commit(()))
+        })
+        .await
     }
+
     async fn list_trusted(
         &self,
-        _user: &UserName,
-        _now: Timestamp,
+        user: &UserName,
+        now: Timestamp,
     ) -> Result<Vec<TrustedDevice>, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+        let key = self.inner.key(user, keys::TRUSTED);
+        self.read("list trusted devices", move |inner, tx| {
+            let devices: Option<Vec<TrustedDevice>> =
+                get_json(&inner.kv_read(tx)?, &key, "trusted devices")?;
+            Ok(live_devices(devices.unwrap_or_default(), now))
+        })
+        .await
     }
+
     async fn is_trusted(
         &self,
-        _user: &UserName,
-        _key_hash: &str,
-        _now: Timestamp,
+        user: &UserName,
+        key_hash: &str,
+        now: Timestamp,
     ) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+        let devices = self.list_trusted(user, now).await?;
+        let mut found = subtle::Choice::from(0);
+        for d in &devices {
+            found |= d.key_hash.as_bytes().ct_eq(key_hash.as_bytes());
+        }
+        Ok(bool::from(found))
     }
-    async fn revoke_trusted(
-        &self,
-        _user: &UserName,
-        _id: Option<&str>,
-    ) -> Result<usize, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+
+    async fn revoke_trusted(&self, user: &UserName, id: Option<&str>) -> Result<usize, StoreError> {
+        let key = self.inner.key(user, keys::TRUSTED);
+        let id = id.map(str::to_string);
+        self.write("revoke trusted devices", move |inner, tx| {
+            let mut kv = inner.kv(tx)?;
+            let Some(mut devices) =
+                get_json::<Vec<TrustedDevice>, _>(&kv, &key, "trusted devices")?
+            else {
+                return Ok(Done::Abort(0));
+            };
+            let before = devices.len();
+            match &id {
+                Some(id) => devices.retain(|d| &d.id != id),
+                None => devices.clear(),
+            }
+            let removed = before.saturating_sub(devices.len());
+            if removed == 0 {
+                return Ok(Done::Abort(0));
+            }
+            if devices.is_empty() {
+                remove(&mut kv, &key, "trusted devices")?;
+            } else {
+                put_json(&mut kv, &key, "trusted devices", &devices)?;
+            }
+            Ok(Done::Commit(removed))
+        })
+        .await
     }
-    async fn enqueue_helpdesk(&self, _request: &HelpdeskRequest) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+
+    async fn enqueue_helpdesk(&self, request: &HelpdeskRequest) -> Result<(), StoreError> {
+        let request = request.clone();
+        self.write("enqueue helpdesk", move |inner, tx| {
+            let mut kv = inner.kv(tx)?;
+            let start = format!("{}:", keys::helpdesk_key(&inner.prefix));
+            // Drop requests that expired, taking the new request's time as now.
+            for (k, v) in scan_prefix(&kv, &start, "enqueue helpdesk")? {
+                let r: HelpdeskRequest = from_json("helpdesk request", &v)?;
+                if !is_live(r.expires_at, request.requested_at) {
+                    remove(&mut kv, &k, "helpdesk request")?;
+                }
+            }
+            let key = keys::helpdesk_entry_key(&inner.prefix, &request.user);
+            put_json(&mut kv, &key, "helpdesk request", &request)?;
+            Ok(Done::Commit(()))
+        })
+        .await
     }
-    async fn list_helpdesk(&self, _now: Timestamp) -> Result<Vec<HelpdeskRequest>, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+
+    async fn list_helpdesk(&self, now: Timestamp) -> Result<Vec<HelpdeskRequest>, StoreError> {
+        self.read("list helpdesk", move |inner, tx| {
+            let kv = inner.kv_read(tx)?;
+            let start = format!("{}:", keys::helpdesk_key(&inner.prefix));
+            let mut out = Vec::new();
+            for (_, v) in scan_prefix(&kv, &start, "list helpdesk")? {
+                let r: HelpdeskRequest = from_json("helpdesk request", &v)?;
+                if is_live(r.expires_at, now) {
+                    out.push(r);
+                }
+            }
+            out.sort_by(|a, b| (a.requested_at, &a.user).cmp(&(b.requested_at, &b.user)));
+            Ok(out)
+        })
+        .await
     }
-    async fn remove_helpdesk(&self, _user: &UserName) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+
+    async fn remove_helpdesk(&self, user: &UserName) -> Result<bool, StoreError> {
+        let key = keys::helpdesk_entry_key(&self.inner.prefix, user);
+        self.write("remove helpdesk", move |inner, tx| {
+            let removed = remove(&mut inner.kv(tx)?, &key, "helpdesk request")?;
+            Ok(if removed {
+                Done::Commit(true)
+            } else {
+                Done::Abort(false)
+            })
+        })
+        .await
     }
-    async fn append_audit(
-        &self,
-        _at: Timestamp,
-        _record: &str,
-        _keep: u64,
-    ) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+
+    async fn append_audit(&self, at: Timestamp, record: &str, keep: u64) -> Result<(), StoreError> {
+        let record = record.to_string();
+        self.write("append audit", move |inner, tx| {
+            let mut kv = inner.kv(tx)?;
+            let seq_key = keys::audit_seq_key(&inner.prefix);
+            let seq: Option<SeqRecord> = get_json(&kv, &seq_key, "audit sequence")?;
+            let n = seq.map_or(0, |s| s.next);
+            put_json(
+                &mut kv,
+                &seq_key,
+                "audit sequence",
+                &SeqRecord {
+                    next: n.saturating_add(1),
+                },
+            )?;
+            let mut audit = inner.audit(tx)?;
+            audit
+                .insert((at.0, n), record.as_str())
+                .map_err(|e| db_err("append audit", e))?;
+            let oldest = at.0.saturating_sub(keep);
+            audit
+                .retain_in(..(oldest, 0u64), |_, _| false)
+                .map_err(|e| db_err("trim audit", e))?;
+            Ok(Done::Commit(()))
+        })
+        .await
     }
-    async fn read_audit(
-        &self,
-        _since: Timestamp,
-        _limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+
+    async fn read_audit(&self, since: Timestamp, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.read("read audit", move |inner, tx| {
+            let audit = inner.audit_read(tx)?;
+            let mut out = Vec::new();
+            if limit == 0 {
+                return Ok(out);
+            }
+            for entry in audit
+                .range((since.0, 0u64)..)
+                .map_err(|e| db_err("read audit", e))?
+            {
+                let (_, v) = entry.map_err(|e| db_err("read audit", e))?;
+                out.push(v.value().to_string());
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::conformance::{self, T0};
+
+    #[tokio::test]
+    async fn conformance_in_memory() {
+        let store = EmbeddedStore::in_memory().unwrap();
+        conformance::run_all(&store, "mem").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn races_between_two_handles() {
+        let a = EmbeddedStore::in_memory().unwrap();
+        let b = a.clone();
+        for round in 0..5 {
+            conformance::run_races(&a, &b, &format!("race{round}")).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_keeps_its_state_and_is_single_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let u = UserName::parse("alice").unwrap();
+        {
+            let store = EmbeddedStore::open(&path, "otpgate:").unwrap();
+            assert!(
+                store
+                    .save_account(&u, 0, &Account::default())
+                    .await
+                    .unwrap()
+            );
+            store.accept_totp_step(&u, 42, T0).await.unwrap();
+            let again = EmbeddedStore::open(&path, "otpgate:").err();
+            assert!(
+                matches!(again, Some(StoreError::Unavailable(ref m)) if m.contains("need Redis")),
+                "a second open fails clearly: {again:?}"
+            );
+        }
+        let store = EmbeddedStore::open(&path, "otpgate:").unwrap();
+        let r = store.load(&u, T0).await.unwrap();
+        assert_eq!(r.account.map(|a| a.version), Some(1));
+        assert_eq!(r.last_totp_step, Some(42));
+        // Another prefix in the same file is another store.
+        drop(store);
+        let other = EmbeddedStore::open(&path, "other:").unwrap();
+        assert_eq!(other.load(&u, T0).await.unwrap().account, None);
+    }
+
+    #[tokio::test]
+    async fn failure_counts_expire_thirty_days_after_the_last() {
+        let store = EmbeddedStore::in_memory().unwrap();
+        let u = UserName::parse("bob").unwrap();
+        store.record_failure(&u, T0, 10, 900).await.unwrap();
+        let later = Timestamp(T0.0 + FAILURES_TTL - 1);
+        assert_eq!(store.load(&u, later).await.unwrap().failures, 1);
+        let two = store.record_failure(&u, later, 10, 900).await.unwrap();
+        assert_eq!(two.failures, 2, "a failure restarts the 30 days");
+        let gone = Timestamp(later.0 + FAILURES_TTL);
+        assert_eq!(store.load(&u, gone).await.unwrap().failures, 0);
+        let fresh = store.record_failure(&u, gone, 10, 900).await.unwrap();
+        assert_eq!(fresh.failures, 1, "counting starts again after 30 days");
+    }
+
+    #[tokio::test]
+    async fn expired_challenges_are_swept_when_a_new_one_is_put() {
+        let store = EmbeddedStore::in_memory().unwrap();
+        let u = UserName::parse("carol").unwrap();
+        for i in 0..5 {
+            store
+                .put_challenge(&u, &format!("old{i}"), b"x", 10, T0)
+                .await
+                .unwrap();
+        }
+        store
+            .put_challenge(&u, "new", b"y", 10, Timestamp(T0.0 + 10))
+            .await
+            .unwrap();
+        let start = keys::challenge_key_prefix("otpgate:", &u);
+        let left = store
+            .read("test", move |inner, tx| {
+                scan_prefix(&inner.kv_read(tx)?, &start, "test")
+            })
+            .await
+            .unwrap();
+        assert_eq!(left.len(), 1, "only the new challenge is left");
     }
 }

@@ -1,27 +1,83 @@
-//! Key names. All of one user's keys share the Redis hash tag `{<user>}`; the user
-//! name is percent-encoded so that `{`, `}` and `:` in a name cannot move the tag or
-//! collide with another user's keys.
+//! Key names, shared by both backends.
+//!
+//! All of one user's keys share the Redis hash tag `{<user>}`; the user name is
+//! percent-encoded so that `{`, `}` and `:` in a name cannot move the tag or collide
+//! with another user's keys. The global keys (helpdesk queue, audit log) use tags that
+//! start with `!`, a byte the encoding never leaves bare, so no user name can produce
+//! them.
 
+use crate::store::CodeSlot;
 use crate::user::UserName;
 
-/// The user's part of every key, `{alice}`, with the name percent-encoded.
-pub fn user_tag(user: &UserName) -> String {
-    let mut out = String::with_capacity(user.as_str().len() + 2);
-    out.push('{');
-    for b in user.as_str().bytes() {
+/// The account hash: `version` and `json`.
+pub const ACCOUNT: &str = "account";
+/// Consecutive second-factor failures (an integer; expires 30 days after the last).
+pub const FAILURES: &str = "failures";
+/// The lock: the time it ends (seconds), with a TTL.
+pub const LOCK: &str = "lock";
+/// The last accepted TOTP step. Never expires.
+pub const TOTP_STEP: &str = "totp-step";
+/// Trusted devices: a hash of device id → JSON record.
+pub const TRUSTED: &str = "trusted";
+
+/// Percent-encodes every byte except ASCII letters, digits and `-_.@`.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@') {
             out.push(char::from(b));
         } else {
             out.push_str(&format!("%{b:02X}"));
         }
     }
-    out.push('}');
     out
+}
+
+/// The user's part of every key, `{alice}`, with the name percent-encoded.
+pub fn user_tag(user: &UserName) -> String {
+    format!("{{{}}}", escape(user.as_str()))
 }
 
 /// `<prefix>{<user>}:<what>`.
 pub fn user_key(prefix: &str, user: &UserName, what: &str) -> String {
     format!("{prefix}{}:{what}", user_tag(user))
+}
+
+/// The key of a code slot: `<prefix>{<user>}:code:<slot>`.
+pub fn code_key(prefix: &str, user: &UserName, slot: CodeSlot) -> String {
+    user_key(prefix, user, &format!("code:{}", slot.as_str()))
+}
+
+/// The key of a challenge: `<prefix>{<user>}:challenge:<id, percent-encoded>`.
+pub fn challenge_key(prefix: &str, user: &UserName, id: &str) -> String {
+    user_key(prefix, user, &format!("challenge:{}", escape(id)))
+}
+
+/// The start of every challenge key of a user (for prefix scans in the embedded store).
+pub fn challenge_key_prefix(prefix: &str, user: &UserName) -> String {
+    user_key(prefix, user, "challenge:")
+}
+
+/// The helpdesk queue: one hash, field = user name, value = JSON request.
+pub fn helpdesk_key(prefix: &str) -> String {
+    format!("{prefix}{{!helpdesk}}:queue")
+}
+
+/// One user's entry in the embedded store's helpdesk queue (Redis keeps the queue in
+/// one hash instead).
+pub fn helpdesk_entry_key(prefix: &str, user: &UserName) -> String {
+    format!("{}:{}", helpdesk_key(prefix), escape(user.as_str()))
+}
+
+/// The audit log: a sorted set scored by time.
+pub fn audit_log_key(prefix: &str) -> String {
+    format!("{prefix}{{!audit}}:log")
+}
+
+/// The audit sequence, which keeps records of one second in the order they came
+/// (same tag as the log, so one script may touch both).
+pub fn audit_seq_key(prefix: &str) -> String {
+    format!("{prefix}{{!audit}}:seq")
 }
 
 #[cfg(test)]
@@ -40,5 +96,23 @@ mod tests {
             user_key("otpgate:", &a, "account"),
             "otpgate:{alice}:account"
         );
+    }
+
+    #[test]
+    fn global_tags_cannot_be_a_user_tag() {
+        let u = UserName::parse("!audit").unwrap();
+        assert_eq!(user_tag(&u), "{%21audit}");
+        assert!(audit_log_key("p:").starts_with("p:{!audit}"));
+        assert!(helpdesk_key("p:").starts_with("p:{!helpdesk}"));
+    }
+
+    #[test]
+    fn challenge_ids_are_encoded() {
+        let a = UserName::parse("alice").unwrap();
+        assert_eq!(
+            challenge_key("p:", &a, "a:b}"),
+            "p:{alice}:challenge:a%3Ab%7D"
+        );
+        assert!(challenge_key("p:", &a, "x").starts_with(&challenge_key_prefix("p:", &a)));
     }
 }

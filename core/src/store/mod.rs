@@ -27,6 +27,7 @@ use crate::user::UserName;
 
 pub mod embedded;
 pub mod keys;
+mod records;
 pub mod redis;
 
 #[cfg(any(test, feature = "conformance"))]

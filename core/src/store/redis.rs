@@ -1,159 +1,863 @@
-//! Redis store. Placeholder: implemented in its own change.
+//! The Redis store: standalone, Cluster or Sentinel.
+//!
+//! Every decision is one Lua script (EVALSHA, loaded again by itself after a restart
+//! flushed the script cache), and every script touches the keys of one user only, all
+//! under the hash tag `{user}`, so it runs on one Cluster slot. The two global keys
+//! (helpdesk queue, audit log) are never touched by a script that touches user keys.
+//!
+//! Every command is bounded by the configured timeout; every failure is a
+//! [`StoreError`], never a panic and never a success.
+//!
+//! Key TTLs are set relative to the caller's `now` (`EXPIRE expires_at - now`), not as
+//! absolute `EXPIREAT` times: the Redis server's clock may differ from ours, and the
+//! decision is always taken on the `expires_at` stored in the record, against `now`.
+//! The TTL only makes sure nothing outlives its use.
 
-use super::*;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
-/// Redis store.
-pub struct RedisStore {}
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use ::redis::sentinel::{SentinelClient, SentinelServerType};
+use ::redis::{
+    AsyncConnectionConfig, Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, Script,
+    ScriptInvocation, ServerErrorKind, cmd,
+};
+use subtle::ConstantTimeEq;
+
+use super::keys;
+use super::records::{FAILURES_TTL, from_json, is_live, to_json};
+use super::{
+    Account, ChallengeAnswer, CodeSlot, FailureOutcome, HelpdeskRequest, StepOutcome, StoreBackend,
+    StoreError, StoredCode, TrustedDevice, UserRecord,
+};
+use crate::clock::Timestamp;
+use crate::user::UserName;
+
+/// The error code a script answers with when a record it must read is not JSON.
+const CORRUPT_CODE: &str = "OTPGATE_CORRUPT";
+
+/// A Redis store. Cloning is cheap and shares the connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: Conn,
+    prefix: Arc<str>,
+    timeout: Duration,
+}
+
+/// The connection, by deployment.
+#[derive(Clone)]
+enum Conn {
+    /// Reconnects by itself after an I/O error.
+    Single(ConnectionManager),
+    /// Follows slot moves and reconnects by itself.
+    Cluster(::redis::cluster_async::ClusterConnection),
+    /// Asks the sentinels for the master again after a failure.
+    Sentinel(Arc<SentinelConn>),
+}
+
+/// A connection to the master that the sentinels name. After an I/O error, a timeout or
+/// a `READONLY` answer (the old master after a failover) the connection is dropped and
+/// the next command asks the sentinels again.
+struct SentinelConn {
+    client: tokio::sync::Mutex<SentinelClient>,
+    current: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    config: AsyncConnectionConfig,
+}
+
+impl SentinelConn {
+    async fn get(&self) -> RedisResult<MultiplexedConnection> {
+        let mut current = self.current.lock().await;
+        if let Some(conn) = current.as_ref() {
+            return Ok(conn.clone());
+        }
+        let client = self.client.lock().await.async_get_client().await?;
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
+        *current = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn forget(&self) {
+        *self.current.lock().await = None;
+    }
+
+    async fn after<T>(&self, result: RedisResult<T>) -> RedisResult<T> {
+        if let Err(e) = &result {
+            if e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_timeout()
+                || e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
+            {
+                self.forget().await;
+            }
+        }
+        result
+    }
+}
+
+impl Conn {
+    async fn open(target: &otpgate_config::RedisTarget, timeout: Duration) -> RedisResult<Conn> {
+        use otpgate_config::RedisTarget;
+        match target {
+            RedisTarget::Standalone(url) => {
+                let client = ::redis::Client::open(url.as_str())?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout))
+                    .set_number_of_retries(3)
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_millis(500));
+                Ok(Conn::Single(
+                    ConnectionManager::new_with_config(client, config).await?,
+                ))
+            }
+            RedisTarget::Cluster(urls) => {
+                let client = ::redis::cluster::ClusterClientBuilder::new(urls.clone())
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .retries(2)
+                    .build()?;
+                Ok(Conn::Cluster(client.get_async_connection().await?))
+            }
+            RedisTarget::Sentinel { master_name, urls } => {
+                let client = SentinelClient::build(
+                    urls.clone(),
+                    master_name.clone(),
+                    None,
+                    SentinelServerType::Master,
+                )?;
+                let conn = SentinelConn {
+                    client: tokio::sync::Mutex::new(client),
+                    current: tokio::sync::Mutex::new(None),
+                    config: AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(timeout))
+                        .set_response_timeout(Some(timeout)),
+                };
+                conn.get().await?;
+                Ok(Conn::Sentinel(Arc::new(conn)))
+            }
+        }
+    }
+
+    async fn invoke<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> RedisResult<T> {
+        match self {
+            Conn::Single(m) => inv.invoke_async(&mut m.clone()).await,
+            Conn::Cluster(c) => inv.invoke_async(&mut c.clone()).await,
+            Conn::Sentinel(s) => {
+                let result = match s.get().await {
+                    Ok(mut c) => inv.invoke_async(&mut c).await,
+                    Err(e) => Err(e),
+                };
+                s.after(result).await
+            }
+        }
+    }
+
+    async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
+        match self {
+            Conn::Single(m) => cmd.query_async(&mut m.clone()).await,
+            Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+            Conn::Sentinel(s) => {
+                let result = match s.get().await {
+                    Ok(mut c) => cmd.query_async(&mut c).await,
+                    Err(e) => Err(e),
+                };
+                s.after(result).await
+            }
+        }
+    }
+
+    async fn timed_out(&self) {
+        if let Conn::Sentinel(s) = self {
+            s.forget().await;
+        }
+    }
+}
+
+/// Maps a Redis error: unreadable answers are `Corrupt`, everything else `Unavailable`.
+fn map_err(what: &str, e: RedisError) -> StoreError {
+    if e.code() == Some(CORRUPT_CODE)
+        || matches!(e.kind(), ErrorKind::Parse | ErrorKind::UnexpectedReturnType)
+    {
+        StoreError::Corrupt(format!("redis {what}: {e}"))
+    } else {
+        StoreError::Unavailable(format!("redis {what}: {e}"))
+    }
+}
+
+/// Steps are stored zero-padded to 20 digits so that Lua compares them as strings,
+/// exactly, for every `u64` (Lua numbers are doubles).
+fn padded_step(step: u64) -> String {
+    format!("{step:020}")
+}
+
+macro_rules! script {
+    ($name:ident, $doc:literal, $code:literal) => {
+        #[doc = $doc]
+        static $name: LazyLock<Script> = LazyLock::new(|| Script::new($code));
+    };
+}
+
+script!(
+    LOAD,
+    "KEYS: account, failures, lock, step → {version, json, failures, lock, step}.",
+    r"
+local acc = redis.call('HMGET', KEYS[1], 'version', 'json')
+return {acc[1], acc[2], redis.call('GET', KEYS[2]), redis.call('GET', KEYS[3]),
+        redis.call('GET', KEYS[4])}
+"
+);
+
+script!(
+    SAVE_ACCOUNT,
+    "KEYS: account. ARGV: expected version, new version, JSON → 1 saved, 0 conflict.",
+    r"
+local cur = redis.call('HGET', KEYS[1], 'version') or '0'
+if cur ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'version', ARGV[2], 'json', ARGV[3])
+return 1
+"
+);
+
+script!(
+    ACCEPT_STEP,
+    "KEYS: lock, step, failures. ARGV: now, padded step → {0} accepted, {1} replay, {2, until} locked.",
+    r"
+local lock = redis.call('GET', KEYS[1])
+if lock and tonumber(lock) > tonumber(ARGV[1]) then return {2, lock} end
+local last = redis.call('GET', KEYS[2])
+if last and last >= ARGV[2] then return {1, false} end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('DEL', KEYS[3], KEYS[1])
+return {0, false}
+"
+);
+
+script!(
+    RECORD_FAILURE,
+    "KEYS: failures, lock. ARGV: now, max, new lock end, counter TTL, lock TTL → {count, until}.",
+    r"
+local n = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+local lock = redis.call('GET', KEYS[2])
+if lock and tonumber(lock) > tonumber(ARGV[1]) then return {n, lock} end
+if n >= tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[5])
+  return {n, ARGV[3]}
+end
+return {n, false}
+"
+);
+
+script!(
+    CONSUME_CODE,
+    "KEYS: code. ARGV: hash, now → the record if it matched (and is now deleted), else nil.",
+    r"
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+local ok, rec = pcall(cjson.decode, v)
+if not ok or type(rec) ~= 'table' or type(rec.hash) ~= 'string'
+   or tonumber(rec.expires_at) == nil then
+  return redis.error_reply('OTPGATE_CORRUPT code record')
+end
+if tonumber(rec.expires_at) <= tonumber(ARGV[2]) then
+  redis.call('DEL', KEYS[1])
+  return false
+end
+-- A plain comparison is fine here: both sides are keyed hashes (HMAC) of codes, never
+-- codes, so how long it takes tells nothing about any code; Lua has no constant-time
+-- comparison.
+if rec.hash ~= ARGV[1] then return false end
+redis.call('DEL', KEYS[1])
+return v
+"
+);
+
+script!(
+    PUT_CHALLENGE,
+    "KEYS: challenge. ARGV: data, expires_at, ttl.",
+    r"
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'data', ARGV[1], 'answers', '0', 'expires_at', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"
+);
+
+script!(
+    ANSWER_CHALLENGE,
+    "KEYS: challenge. ARGV: max answers, now → {data, answers} or nil (deleted when over).",
+    r"
+local exp = redis.call('HGET', KEYS[1], 'expires_at')
+if not exp then return false end
+if tonumber(exp) <= tonumber(ARGV[2]) then
+  redis.call('DEL', KEYS[1])
+  return false
+end
+local n = redis.call('HINCRBY', KEYS[1], 'answers', 1)
+if n > tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[1])
+  return false
+end
+return {redis.call('HGET', KEYS[1], 'data'), n}
+"
+);
+
+script!(
+    ADD_TRUSTED,
+    "KEYS: trusted. ARGV: id, JSON, now. Drops expired devices; TTL = the latest expiry.",
+    r"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local now = tonumber(ARGV[3])
+local latest = 0
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local ok, rec = pcall(cjson.decode, all[i + 1])
+  if ok and type(rec) == 'table' and tonumber(rec.expires_at) then
+    local exp = tonumber(rec.expires_at)
+    if exp <= now then
+      redis.call('HDEL', KEYS[1], all[i])
+    elseif exp > latest then
+      latest = exp
+    end
+  end
+end
+if latest > now then
+  redis.call('EXPIRE', KEYS[1], string.format('%d', latest - now))
+else
+  redis.call('DEL', KEYS[1])
+end
+return 1
+"
+);
+
+script!(
+    REVOKE_ALL,
+    "KEYS: trusted → how many devices there were.",
+    r"
+local n = redis.call('HLEN', KEYS[1])
+redis.call('DEL', KEYS[1])
+return n
+"
+);
+
+script!(
+    ENQUEUE_HELPDESK,
+    "KEYS: queue. ARGV: user, JSON, ttl. The queue's TTL only grows.",
+    r"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+return 1
+"
+);
+
+script!(
+    LIST_HELPDESK,
+    "KEYS: queue. ARGV: now → the unexpired JSON records; expired ones are dropped.",
+    r"
+local now = tonumber(ARGV[1])
+local out = {}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local ok, rec = pcall(cjson.decode, all[i + 1])
+  if ok and type(rec) == 'table' and tonumber(rec.expires_at)
+     and tonumber(rec.expires_at) <= now then
+    redis.call('HDEL', KEYS[1], all[i])
+  else
+    out[#out + 1] = all[i + 1]
+  end
+end
+return out
+"
+);
+
+script!(
+    APPEND_AUDIT,
+    "KEYS: log, seq. ARGV: at, oldest kept score, record, ttl. Member = 20-digit seq ':' record.",
+    r"
+local n = redis.call('INCR', KEYS[2])
+redis.call('ZADD', KEYS[1], ARGV[1], string.format('%020d', n) .. ':' .. ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return n
+"
+);
 
 impl RedisStore {
-    /// Connects.
+    /// Connects to the target and checks the connection with a `PING`, both within
+    /// `timeout`, so a Redis that is down is an error at start. Every later command is
+    /// bounded by `timeout` as well.
     pub async fn connect(
-        _target: &otpgate_config::RedisTarget,
-        _prefix: &str,
-        _timeout: std::time::Duration,
+        target: &otpgate_config::RedisTarget,
+        key_prefix: &str,
+        timeout: Duration,
     ) -> Result<Self, StoreError> {
-        Ok(Self {})
+        let conn = match tokio::time::timeout(timeout, Conn::open(target, timeout)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(map_err("connect", e)),
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "redis connect: no connection within {timeout:?}"
+                )));
+            }
+        };
+        let store = Self {
+            conn,
+            prefix: Arc::from(key_prefix),
+            timeout,
+        };
+        store.ping().await?;
+        Ok(store)
     }
+
+    fn key(&self, user: &UserName, what: &str) -> String {
+        keys::user_key(&self.prefix, user, what)
+    }
+
+    async fn script<T: FromRedisValue>(
+        &self,
+        what: &str,
+        inv: &ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, self.conn.invoke(inv)).await {
+            Ok(result) => result.map_err(|e| map_err(what, e)),
+            Err(_) => Err(self.timed_out(what).await),
+        }
+    }
+
+    async fn query<T: FromRedisValue>(&self, what: &str, cmd: &Cmd) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, self.conn.query(cmd)).await {
+            Ok(result) => result.map_err(|e| map_err(what, e)),
+            Err(_) => Err(self.timed_out(what).await),
+        }
+    }
+
+    async fn timed_out(&self, what: &str) -> StoreError {
+        self.conn.timed_out().await;
+        StoreError::Unavailable(format!("redis {what}: no answer within {:?}", self.timeout))
+    }
+
+    /// All of a user's trusted devices that can be read (undecodable ones are skipped
+    /// and logged: they can only make a device untrusted, never trusted).
+    async fn trusted_devices(
+        &self,
+        user: &UserName,
+        now: Timestamp,
+    ) -> Result<Vec<TrustedDevice>, StoreError> {
+        let values: Vec<Vec<u8>> = self
+            .query(
+                "list trusted",
+                cmd("HVALS").arg(self.key(user, keys::TRUSTED)),
+            )
+            .await?;
+        let mut devices = Vec::with_capacity(values.len());
+        for v in values {
+            match from_json::<TrustedDevice>("trusted device", &v) {
+                Ok(d) if is_live(d.expires_at, now) => devices.push(d),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(%user, error = %e, "skipping a trusted device record"),
+            }
+        }
+        devices.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(devices)
+    }
+}
+
+/// Seconds from `now` until `at`, if any.
+fn ttl_until(now: Timestamp, at: Timestamp) -> Option<u64> {
+    match now.seconds_until(at) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
+fn parse_u64(what: &str, text: &str) -> Result<u64, StoreError> {
+    text.trim()
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("{what} is not a number")))
 }
 
 impl StoreBackend for RedisStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+        let answer: String = self.query("ping", &cmd("PING")).await?;
+        if answer == "PONG" {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt(format!(
+                "redis ping: answered {answer:?}"
+            )))
+        }
     }
-    async fn load(&self, _user: &UserName, _now: Timestamp) -> Result<UserRecord, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+
+    async fn load(&self, user: &UserName, now: Timestamp) -> Result<UserRecord, StoreError> {
+        let mut inv = LOAD.prepare_invoke();
+        inv.key(self.key(user, keys::ACCOUNT))
+            .key(self.key(user, keys::FAILURES))
+            .key(self.key(user, keys::LOCK))
+            .key(self.key(user, keys::TOTP_STEP));
+        type Row = (
+            Option<String>,
+            Option<Vec<u8>>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let (version, json, failures, lock, step): Row = self.script("load", &inv).await?;
+        let account = match (version, json) {
+            (Some(v), Some(j)) => {
+                let mut account: Account = from_json("account", &j)?;
+                account.version = parse_u64("account version", &v)?;
+                Some(account)
+            }
+            (None, None) => None,
+            _ => return Err(StoreError::Corrupt("account hash is incomplete".into())),
+        };
+        let failures = match failures {
+            Some(f) => u32::try_from(parse_u64("failure count", &f)?).unwrap_or(u32::MAX),
+            None => 0,
+        };
+        let locked_until = match lock {
+            Some(l) => Some(Timestamp(parse_u64("lock", &l)?)).filter(|t| is_live(*t, now)),
+            None => None,
+        };
+        let last_totp_step = step.map(|s| parse_u64("last TOTP step", &s)).transpose()?;
+        Ok(UserRecord {
+            account,
+            failures,
+            locked_until,
+            last_totp_step,
+        })
     }
+
     async fn save_account(
         &self,
-        _user: &UserName,
-        _expected_version: u64,
-        _account: &Account,
+        user: &UserName,
+        expected_version: u64,
+        account: &Account,
     ) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+        let new_version = expected_version
+            .checked_add(1)
+            .ok_or_else(|| StoreError::Corrupt("account version overflow".into()))?;
+        let mut record = account.clone();
+        record.version = new_version;
+        let json = to_json("account", &record)?;
+        let mut inv = SAVE_ACCOUNT.prepare_invoke();
+        inv.key(self.key(user, keys::ACCOUNT))
+            .arg(expected_version.to_string())
+            .arg(new_version.to_string())
+            .arg(json);
+        let saved: i64 = self.script("save account", &inv).await?;
+        Ok(saved == 1)
     }
+
     async fn accept_totp_step(
         &self,
-        _user: &UserName,
-        _step: u64,
-        _now: Timestamp,
+        user: &UserName,
+        step: u64,
+        now: Timestamp,
     ) -> Result<StepOutcome, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+        let mut inv = ACCEPT_STEP.prepare_invoke();
+        inv.key(self.key(user, keys::LOCK))
+            .key(self.key(user, keys::TOTP_STEP))
+            .key(self.key(user, keys::FAILURES))
+            .arg(now.0)
+            .arg(padded_step(step));
+        let (code, until): (i64, Option<String>) = self.script("accept TOTP step", &inv).await?;
+        match (code, until) {
+            (0, _) => Ok(StepOutcome::Accepted),
+            (1, _) => Ok(StepOutcome::Replay),
+            (2, Some(u)) => Ok(StepOutcome::Locked(Timestamp(parse_u64("lock", &u)?))),
+            _ => Err(StoreError::Corrupt(
+                "accept TOTP step: unexpected answer".into(),
+            )),
+        }
     }
+
     async fn record_failure(
         &self,
-        _user: &UserName,
-        _now: Timestamp,
-        _max_failures: u32,
-        _lock_for: u64,
+        user: &UserName,
+        now: Timestamp,
+        max_failures: u32,
+        lock_for: u64,
     ) -> Result<FailureOutcome, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+        let lock_for = lock_for.max(1);
+        let until = now.0.saturating_add(lock_for);
+        let mut inv = RECORD_FAILURE.prepare_invoke();
+        inv.key(self.key(user, keys::FAILURES))
+            .key(self.key(user, keys::LOCK))
+            .arg(now.0)
+            .arg(max_failures)
+            .arg(until)
+            .arg(FAILURES_TTL)
+            .arg(lock_for);
+        let (count, until): (u64, Option<String>) = self.script("record failure", &inv).await?;
+        Ok(FailureOutcome {
+            failures: u32::try_from(count).unwrap_or(u32::MAX),
+            locked_until: until
+                .map(|u| parse_u64("lock", &u).map(Timestamp))
+                .transpose()?,
+        })
     }
-    async fn clear_failures(&self, _user: &UserName) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+
+    async fn clear_failures(&self, user: &UserName) -> Result<(), StoreError> {
+        let _: i64 = self
+            .query(
+                "clear failures",
+                cmd("DEL")
+                    .arg(self.key(user, keys::FAILURES))
+                    .arg(self.key(user, keys::LOCK)),
+            )
+            .await?;
+        Ok(())
     }
+
     async fn put_code(
         &self,
-        _user: &UserName,
-        _slot: CodeSlot,
-        _code: &StoredCode,
-        _now: Timestamp,
+        user: &UserName,
+        slot: CodeSlot,
+        code: &StoredCode,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+        let key = keys::code_key(&self.prefix, user, slot);
+        match ttl_until(now, code.expires_at) {
+            Some(ttl) => {
+                let json = to_json("code", code)?;
+                let _: () = self
+                    .query("put code", cmd("SET").arg(key).arg(json).arg("EX").arg(ttl))
+                    .await?;
+            }
+            // Already expired: the slot ends up empty, as it would a moment later.
+            None => {
+                let _: i64 = self.query("put code", cmd("DEL").arg(key)).await?;
+            }
+        }
+        Ok(())
     }
+
     async fn consume_code(
         &self,
-        _user: &UserName,
-        _slot: CodeSlot,
-        _hash: &str,
-        _now: Timestamp,
+        user: &UserName,
+        slot: CodeSlot,
+        hash: &str,
+        now: Timestamp,
     ) -> Result<Option<StoredCode>, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+        let mut inv = CONSUME_CODE.prepare_invoke();
+        inv.key(keys::code_key(&self.prefix, user, slot))
+            .arg(hash)
+            .arg(now.0);
+        let found: Option<Vec<u8>> = self.script("consume code", &inv).await?;
+        found.map(|j| from_json("code", &j)).transpose()
     }
-    async fn delete_code(&self, _user: &UserName, _slot: CodeSlot) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+
+    async fn delete_code(&self, user: &UserName, slot: CodeSlot) -> Result<(), StoreError> {
+        let _: i64 = self
+            .query(
+                "delete code",
+                cmd("DEL").arg(keys::code_key(&self.prefix, user, slot)),
+            )
+            .await?;
+        Ok(())
     }
+
     async fn peek_code(
         &self,
-        _user: &UserName,
-        _slot: CodeSlot,
-        _now: Timestamp,
+        user: &UserName,
+        slot: CodeSlot,
+        now: Timestamp,
     ) -> Result<Option<StoredCode>, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+        let found: Option<Vec<u8>> = self
+            .query(
+                "peek code",
+                cmd("GET").arg(keys::code_key(&self.prefix, user, slot)),
+            )
+            .await?;
+        let code = found
+            .map(|j| from_json::<StoredCode>("code", &j))
+            .transpose()?;
+        Ok(code.filter(|c| is_live(c.expires_at, now)))
     }
+
     async fn put_challenge(
         &self,
-        _user: &UserName,
-        _id: &str,
-        _data: &[u8],
-        _ttl: u64,
-        _now: Timestamp,
+        user: &UserName,
+        id: &str,
+        data: &[u8],
+        ttl: u64,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+        let key = keys::challenge_key(&self.prefix, user, id);
+        if ttl == 0 {
+            let _: i64 = self.query("put challenge", cmd("DEL").arg(key)).await?;
+            return Ok(());
+        }
+        let mut inv = PUT_CHALLENGE.prepare_invoke();
+        inv.key(key)
+            .arg(data)
+            .arg(now.0.saturating_add(ttl))
+            .arg(ttl);
+        let _: i64 = self.script("put challenge", &inv).await?;
+        Ok(())
     }
+
     async fn answer_challenge(
         &self,
-        _user: &UserName,
-        _id: &str,
-        _max_answers: u32,
-        _now: Timestamp,
+        user: &UserName,
+        id: &str,
+        max_answers: u32,
+        now: Timestamp,
     ) -> Result<Option<ChallengeAnswer>, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+        let mut inv = ANSWER_CHALLENGE.prepare_invoke();
+        inv.key(keys::challenge_key(&self.prefix, user, id))
+            .arg(max_answers)
+            .arg(now.0);
+        let found: Option<(Vec<u8>, u32)> = self.script("answer challenge", &inv).await?;
+        Ok(found.map(|(data, answers)| ChallengeAnswer { data, answers }))
     }
-    async fn delete_challenge(&self, _user: &UserName, _id: &str) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+
+    async fn delete_challenge(&self, user: &UserName, id: &str) -> Result<(), StoreError> {
+        let _: i64 = self
+            .query(
+                "delete challenge",
+                cmd("DEL").arg(keys::challenge_key(&self.prefix, user, id)),
+            )
+            .await?;
+        Ok(())
     }
+
     async fn add_trusted(
         &self,
-        _user: &UserName,
-        _device: &TrustedDevice,
-        _now: Timestamp,
+        user: &UserName,
+        device: &TrustedDevice,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+        let mut inv = ADD_TRUSTED.prepare_invoke();
+        inv.key(self.key(user, keys::TRUSTED))
+            .arg(&device.id)
+            .arg(to_json("trusted device", device)?)
+            .arg(now.0);
+        let _: i64 = self.script("add trusted device", &inv).await?;
+        Ok(())
     }
+
     async fn list_trusted(
         &self,
-        _user: &UserName,
-        _now: Timestamp,
+        user: &UserName,
+        now: Timestamp,
     ) -> Result<Vec<TrustedDevice>, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+        self.trusted_devices(user, now).await
     }
+
     async fn is_trusted(
         &self,
-        _user: &UserName,
-        _key_hash: &str,
-        _now: Timestamp,
+        user: &UserName,
+        key_hash: &str,
+        now: Timestamp,
     ) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+        let devices = self.trusted_devices(user, now).await?;
+        let mut found = subtle::Choice::from(0);
+        for d in &devices {
+            found |= d.key_hash.as_bytes().ct_eq(key_hash.as_bytes());
+        }
+        Ok(bool::from(found))
     }
-    async fn revoke_trusted(
-        &self,
-        _user: &UserName,
-        _id: Option<&str>,
-    ) -> Result<usize, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+
+    async fn revoke_trusted(&self, user: &UserName, id: Option<&str>) -> Result<usize, StoreError> {
+        let key = self.key(user, keys::TRUSTED);
+        let removed: u64 = match id {
+            Some(id) => {
+                self.query("revoke trusted device", cmd("HDEL").arg(key).arg(id))
+                    .await?
+            }
+            None => {
+                let mut inv = REVOKE_ALL.prepare_invoke();
+                inv.key(key);
+                self.script("revoke trusted devices", &inv).await?
+            }
+        };
+        Ok(usize::try_from(removed).unwrap_or(usize::MAX))
     }
-    async fn enqueue_helpdesk(&self, _request: &HelpdeskRequest) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+
+    async fn enqueue_helpdesk(&self, request: &HelpdeskRequest) -> Result<(), StoreError> {
+        let ttl = request
+            .requested_at
+            .seconds_until(request.expires_at)
+            .max(1);
+        let mut inv = ENQUEUE_HELPDESK.prepare_invoke();
+        inv.key(keys::helpdesk_key(&self.prefix))
+            .arg(request.user.as_str())
+            .arg(to_json("helpdesk request", request)?)
+            .arg(ttl);
+        let _: i64 = self.script("enqueue helpdesk", &inv).await?;
+        Ok(())
     }
-    async fn list_helpdesk(&self, _now: Timestamp) -> Result<Vec<HelpdeskRequest>, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+
+    async fn list_helpdesk(&self, now: Timestamp) -> Result<Vec<HelpdeskRequest>, StoreError> {
+        let mut inv = LIST_HELPDESK.prepare_invoke();
+        inv.key(keys::helpdesk_key(&self.prefix)).arg(now.0);
+        let values: Vec<Vec<u8>> = self.script("list helpdesk", &inv).await?;
+        let mut out = Vec::with_capacity(values.len());
+        for v in values {
+            let r: HelpdeskRequest = from_json("helpdesk request", &v)?;
+            if is_live(r.expires_at, now) {
+                out.push(r);
+            }
+        }
+        out.sort_by(|a, b| (a.requested_at, &a.user).cmp(&(b.requested_at, &b.user)));
+        Ok(out)
     }
-    async fn remove_helpdesk(&self, _user: &UserName) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+
+    async fn remove_helpdesk(&self, user: &UserName) -> Result<bool, StoreError> {
+        let removed: i64 = self
+            .query(
+                "remove helpdesk",
+                cmd("HDEL")
+                    .arg(keys::helpdesk_key(&self.prefix))
+                    .arg(user.as_str()),
+            )
+            .await?;
+        Ok(removed > 0)
     }
-    async fn append_audit(
-        &self,
-        _at: Timestamp,
-        _record: &str,
-        _keep: u64,
-    ) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+
+    async fn append_audit(&self, at: Timestamp, record: &str, keep: u64) -> Result<(), StoreError> {
+        let mut inv = APPEND_AUDIT.prepare_invoke();
+        inv.key(keys::audit_log_key(&self.prefix))
+            .key(keys::audit_seq_key(&self.prefix))
+            .arg(at.0)
+            .arg(at.0.saturating_sub(keep))
+            .arg(record)
+            .arg(keep.max(1));
+        let _: i64 = self.script("append audit", &inv).await?;
+        Ok(())
     }
-    async fn read_audit(
-        &self,
-        _since: Timestamp,
-        _limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".into()))
+
+    async fn read_audit(&self, since: Timestamp, limit: usize) -> Result<Vec<String>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let members: Vec<String> = self
+            .query(
+                "read audit",
+                cmd("ZRANGEBYSCORE")
+                    .arg(keys::audit_log_key(&self.prefix))
+                    .arg(since.0)
+                    .arg("+inf")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit),
+            )
+            .await?;
+        members
+            .into_iter()
+            .map(|m| match m.split_once(':') {
+                Some((_, record)) => Ok(record.to_string()),
+                None => Err(StoreError::Corrupt(
+                    "audit member without its sequence".into(),
+                )),
+            })
+            .collect()
     }
 }

@@ -1,4 +1,8 @@
 //! The one otpgate integration-test binary: each module tests one area against real
 //! servers started by the `otpgate-tests` harness.
 
+mod cli;
+mod core_rules;
+mod directory;
 mod harness_selftest;
+mod store;

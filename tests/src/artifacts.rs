@@ -1,0 +1,64 @@
+//! The product's own artifacts — the `otpgate` binary and `pam_otpgate.so` — built once
+//! per test process by the cargo that runs the tests, into the same target directory, so
+//! a test never runs a stale binary. (`cargo test` does not build other packages'
+//! binaries or cdylibs by itself.)
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use crate::error::{HarnessError, Result};
+
+/// `target/<profile>`: the folder of the running test executable's `deps/`.
+fn profile_dir() -> Result<PathBuf> {
+    let exe =
+        std::env::current_exe().map_err(|e| HarnessError::io("locating the test executable", e))?;
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            HarnessError::Usage(format!(
+                "{} is not under target/<profile>/deps",
+                exe.display()
+            ))
+        })
+}
+
+/// Builds `otpgate` and `pam_otpgate` once; returns `target/<profile>`.
+fn build() -> Result<PathBuf> {
+    static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = profile_dir().map_err(|e| e.to_string())?;
+            let target = dir.parent().ok_or("no target directory")?.to_path_buf();
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "--quiet", "-p", "otpgate", "-p", "pam_otpgate"])
+                .env("CARGO_TARGET_DIR", &target);
+            if dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            let out = cmd
+                .output()
+                .map_err(|e| format!("running cargo build: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "cargo build -p otpgate -p pam_otpgate failed:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Ok(dir)
+        })
+        .clone()
+        .map_err(HarnessError::Usage)
+}
+
+/// The `otpgate` binary, freshly built.
+pub fn otpgate_binary() -> Result<PathBuf> {
+    Ok(build()?.join("otpgate"))
+}
+
+/// `libpam_otpgate.so`, freshly built.
+pub fn pam_module() -> Result<PathBuf> {
+    Ok(build()?.join("libpam_otpgate.so"))
+}
