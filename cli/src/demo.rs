@@ -53,7 +53,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
 /// Lays out the demo folder; returns the config path and the RADIUS secret.
 fn prepare(dir: &Path, radius_port: u16) -> Result<(std::path::PathBuf, String), Failure> {
     fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io("cannot protect", dir))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(io("cannot protect", dir))?;
     let key = random::bytes::<32>(&OsRandom)?;
     write_private(&dir.join("master.key"), &key)?;
     let secret = random::hex_id::<8>(&OsRandom)?;
@@ -94,7 +95,9 @@ async fn open(config: &otpgate_config::Config) -> Result<Core, Failure> {
     let directory = Directory::open(sections.directory)
         .await
         .map_err(|e| Failure::Refused(e.to_string()))?;
-    let store = Store::open(sections.store).await.map_err(|e| Failure::Refused(e.to_string()))?;
+    let store = Store::open(sections.store)
+        .await
+        .map_err(|e| Failure::Refused(e.to_string()))?;
     Ok(Core::from_parts(Parts {
         settings: Settings::from_config(config),
         directory,
@@ -137,8 +140,12 @@ pub async fn run(dir: &Path, radius_port: u16, json: bool) -> Result<(), Failure
     let code_now = totp::code_at(&secret, SystemClock.now(), &params);
     let core = Arc::new(core);
     let info = move |addrs: &[std::net::SocketAddr]| {
-        let port = addrs.first().map_or(radius_port, std::net::SocketAddr::port);
-        let radtest = format!("radtest {DEMO_USER} '{DEMO_PASSWORD}CODE' 127.0.0.1:{port} 0 '{radius_secret}'");
+        let port = addrs
+            .first()
+            .map_or(radius_port, std::net::SocketAddr::port);
+        let radtest = format!(
+            "radtest {DEMO_USER} '{DEMO_PASSWORD}CODE' 127.0.0.1:{port} 0 '{radius_secret}'"
+        );
         if json {
             println!(
                 "{}",
@@ -156,7 +163,8 @@ pub async fn run(dir: &Path, radius_port: u16, json: bool) -> Result<(), Failure
                  Files: {}  (mail is printed here instead of being sent)",
                 b32.as_str(),
                 radtest.replace("CODE", &code_now),
-                path.parent().map_or(String::new(), |p| p.display().to_string()),
+                path.parent()
+                    .map_or(String::new(), |p| p.display().to_string()),
             );
         }
     };
