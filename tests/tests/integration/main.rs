@@ -6,4 +6,3 @@ mod core_rules;
 mod directory;
 mod harness_selftest;
 mod radius;
-mod store;

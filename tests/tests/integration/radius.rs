@@ -52,7 +52,8 @@ pub fn code(secret: &TotpSecret, step: u64) -> String {
 
 /// The servers, a config and `otpgate serve`.
 pub struct Env {
-    pub slapd: Slapd,
+    /// Kept running for the test.
+    pub _slapd: Slapd,
     pub redis: Redis,
     pub smtp: SmtpSink,
     pub config: TestConfig,
@@ -91,7 +92,7 @@ pub fn env(mode: &str, extra: &str) -> Env {
     let config = write_config(&slapd, &redis, &smtp, mode, extra);
     let server = OtpgateServe::start(config.path()).unwrap();
     Env {
-        slapd,
+        _slapd: slapd,
         redis,
         smtp,
         config,
