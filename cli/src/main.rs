@@ -4,6 +4,7 @@
 
 mod args;
 mod demo;
+mod metrics_http;
 mod output;
 mod serve;
 mod user;

@@ -1,10 +1,23 @@
-//! `otpgate serve`: the long-running server.
+//! `otpgate serve`: the long-running server. Glue only: open the core, bind the
+//! sockets, start the metrics endpoint, hand everything to the doors' libraries, and
+//! turn signals into a shutdown (SIGTERM, SIGINT) or a client reload (SIGHUP).
+//!
+//! For every socket bound, one line goes to stderr whatever the log level:
+//! `listening on radius udp 127.0.0.1:1812` (and `listening on metrics http …`), with
+//! the port the kernel gave, so a supervisor or a test can bind port 0 and read it.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use otpgate_config::Config;
 use otpgate_core::Core;
+use otpgate_core::clock::SystemClock;
+use otpgate_core::random::OsRandom;
+use otpgate_radius_server::{ClientTable, ServerOptions};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::Failure;
 
@@ -17,18 +30,132 @@ pub async fn serve(config: Config) -> Result<(), Failure> {
             config.path.display()
         )));
     }
-    Err(Failure::Config(
-        "the RADIUS door is not built yet in this version".into(),
-    ))
+    let core = Core::open(&config, Arc::new(SystemClock), Arc::new(OsRandom)).await?;
+    run_doors(config, Arc::new(core), |_| {}).await
 }
 
-/// Runs the doors of `config` on an opened core; `ready` gets the bound RADIUS addresses.
+/// Binds and runs every door of `config` over `core` until SIGTERM or SIGINT; SIGHUP
+/// reloads the RADIUS clients from the configuration file. `ready` is called with the
+/// RADIUS addresses actually bound, once everything listens (the demo prints its
+/// instructions there).
 pub async fn run_doors(
-    _config: Config,
-    _core: Arc<Core>,
-    _ready: impl FnOnce(&[SocketAddr]),
+    config: Config,
+    core: Arc<Core>,
+    ready: impl FnOnce(&[SocketAddr]),
 ) -> Result<(), Failure> {
-    Err(Failure::Config(
-        "the RADIUS door is not built yet in this version".into(),
-    ))
+    let radius = config.radius.clone().ok_or_else(|| {
+        Failure::Config(format!(
+            "{}: [radius] is required for `otpgate serve`",
+            config.path.display()
+        ))
+    })?;
+    let table = ClientTable::new(&radius.clients)
+        .map_err(|e| Failure::Config(format!("{}: radius.clients: {e}", config.path.display())))?;
+    if table.is_empty() {
+        tracing::warn!("no [[radius.clients]]: every RADIUS packet will be dropped");
+    }
+    let shutdown = CancellationToken::new();
+
+    let mut sockets = Vec::with_capacity(radius.listen.len());
+    let mut bound = Vec::with_capacity(radius.listen.len());
+    for addr in &radius.listen {
+        let socket = UdpSocket::bind(addr)
+            .await
+            .map_err(|e| Failure::Config(format!("radius: cannot bind udp {addr}: {e}")))?;
+        let local = socket
+            .local_addr()
+            .map_err(|e| Failure::Config(format!("radius: udp {addr}: {e}")))?;
+        eprintln!("listening on radius udp {local}");
+        tracing::info!(address = %local, "listening on radius udp");
+        sockets.push(socket);
+        bound.push(local);
+    }
+
+    if let Some(metrics) = &config.metrics {
+        let local = crate::metrics_http::start(metrics.listen, shutdown.clone()).await?;
+        eprintln!("listening on metrics http {local}");
+        tracing::info!(address = %local, "listening on metrics http");
+    }
+
+    // The portal (HTTPS) is started here too once it is built: bind its listener,
+    // print `listening on portal https ADDR`, and spawn it with `shutdown.clone()`.
+
+    let (clients_tx, clients_rx) = watch::channel(Arc::new(table));
+    let signals = tokio::spawn(handle_signals(
+        config.path.clone(),
+        clients_tx,
+        shutdown.clone(),
+    ));
+    ready(&bound);
+
+    let options = ServerOptions::for_config(&radius);
+    let result = otpgate_radius_server::run(
+        sockets,
+        core,
+        clients_rx,
+        Arc::new(radius),
+        options,
+        shutdown.clone(),
+    )
+    .await;
+    shutdown.cancel();
+    signals.abort();
+    result.map_err(|e| Failure::Config(format!("{}: {e}", config.path.display())))
+}
+
+/// SIGTERM and SIGINT stop the server (gracefully); SIGHUP reloads the clients.
+async fn handle_signals(
+    path: std::path::PathBuf,
+    clients: watch::Sender<Arc<ClientTable>>,
+    shutdown: CancellationToken,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stopping");
+        shutdown.cancel();
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: stopping");
+                break;
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: stopping");
+                break;
+            }
+            _ = hup.recv() => reload_clients(&path, &clients),
+            () = shutdown.cancelled() => return,
+        }
+    }
+    shutdown.cancel();
+}
+
+/// Reads the configuration file again and swaps in its client list. A file that does
+/// not load keeps the old list, and the log says why.
+fn reload_clients(path: &Path, clients: &watch::Sender<Arc<ClientTable>>) {
+    let loaded = otpgate_config::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|c| {
+            c.radius
+                .ok_or_else(|| "the [radius] section is gone".to_string())
+        })
+        .and_then(|r| ClientTable::new(&r.clients).map_err(|e| e.to_string()));
+    match loaded {
+        Ok(table) => {
+            let count = table.len();
+            clients.send_replace(Arc::new(table));
+            tracing::info!(clients = count, "SIGHUP: RADIUS clients reloaded");
+            eprintln!("reloaded radius clients: {count}");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: reload failed; keeping the old RADIUS clients");
+            eprintln!("reload failed, keeping the old radius clients: {e}");
+        }
+    }
 }

@@ -60,7 +60,13 @@ pub enum Decision {
         log: String,
     },
     /// No reply at all (a backend failed): the NAS will try another server.
-    Drop { user: String, log: String },
+    Drop {
+        user: String,
+        log: String,
+        /// The backend that failed ("directory", "store", "mail"), for metrics; `None`
+        /// for other errors (corrupt data, configuration, internal).
+        backend: Option<&'static str>,
+    },
 }
 
 /// The prompt in an Access-Challenge.
@@ -83,16 +89,18 @@ pub async fn handle(
     match decide(core, config, client, &ctx, request).await {
         Ok(decision) => decision,
         Err(e) => {
-            let log = match &e {
-                CoreError::Backend { backend, message } => {
-                    format!("{} down: {message}", backend.as_str())
-                }
-                other => other.to_string(),
+            let (log, backend) = match &e {
+                CoreError::Backend { backend, message } => (
+                    format!("{} down: {message}", backend.as_str()),
+                    Some(backend.as_str()),
+                ),
+                other => (other.to_string(), None),
             };
             core.audit(&ctx, &shown_user, "radius", "error", &log).await;
             Decision::Drop {
                 user: shown_user,
                 log,
+                backend,
             }
         }
     }
@@ -110,15 +118,9 @@ async fn decide(
         .take(64)
         .collect::<String>();
     if let Some(method) = request.other_method {
-        return Ok(reject(
-            core,
-            ctx,
-            &shown,
-            method,
-            Refusal::WrongPassword,
-            format!("{method} is not supported (PAP only)"),
-        )
-        .await);
+        let log = format!("{method} is not supported (PAP only)");
+        core.audit(ctx, &shown, method, "reject", &log).await;
+        return Ok(Decision::Reject { user: shown, log });
     }
     let user = match UserName::from_bytes(&request.user_name) {
         Ok(u) => u,
@@ -280,26 +282,38 @@ impl Round<'_> {
         }
     }
 
-    /// After the password: a trusted device, the unenrolled policy, or a challenge.
-    async fn after_password(&self, password: PasswordProof) -> Result<Decision, CoreError> {
+    /// After the password alone: the lock, a trusted device, the unenrolled policy,
+    /// then a challenge (or, where the client cannot take one, a reject).
+    ///
+    /// The lock comes first: a trusted device skips the code, not the lockout.
+    async fn after_password(
+        &self,
+        password: PasswordProof,
+        may_challenge: bool,
+    ) -> Result<Decision, CoreError> {
+        let status = self.core.factor_status(self.user).await?;
+        if let Some(until) = status.locked_until {
+            return Ok(self.reject("password", Refusal::Locked(until)).await);
+        }
         if let Some(device) = self.device() {
             if let Some(trusted) = self.core.check_trusted(self.user, &device).await? {
                 return self.accept(password, FactorProof::Trusted(trusted)).await;
             }
         }
-        let status = self.core.factor_status(self.user).await?;
-        if let Some(until) = status.locked_until {
-            return Ok(self.reject("password", Refusal::Locked(until)).await);
-        }
-        if let Some(not_enrolled) = status.not_enrolled() {
-            if self.config.unenrolled == Unenrolled::PasswordOnly {
+        // `password-only` lets in users with no second factor at all; a user with a
+        // notification address has one (the mailed code) and is asked for it.
+        if !status.has_address && self.config.unenrolled == Unenrolled::PasswordOnly {
+            if let Some(not_enrolled) = status.not_enrolled() {
                 return self
                     .accept(password, FactorProof::NotEnrolled(not_enrolled))
                     .await;
             }
-            if !status.has_address {
-                return Ok(self.reject("password", Refusal::NotEnrolled).await);
-            }
+        }
+        if !status.has_totp && !status.has_address {
+            return Ok(self.reject("password", Refusal::NotEnrolled).await);
+        }
+        if !may_challenge {
+            return Ok(self.reject("password", Refusal::WrongCode).await);
         }
         self.challenge(&password, None).await
     }
@@ -308,41 +322,40 @@ impl Round<'_> {
     async fn first(&self, value: &[u8]) -> Result<Decision, CoreError> {
         let mode = self.config.mode;
         if mode != RadiusMode::Challenge {
-            if let Some((password, tail)) = self.split(value).await? {
-                return match tail {
-                    Tail::Keyword => self.keyword(password).await,
-                    Tail::Code(code) => self.code(password, &code).await,
-                };
-            }
-            if mode == RadiusMode::Append {
-                return Ok(self.reject("password", Refusal::WrongPassword).await);
+            match self.split(value).await? {
+                Split::Found(password, Tail::Keyword) => return self.keyword(password).await,
+                Split::Found(password, Tail::Code(code)) => {
+                    return self.code(password, &code).await;
+                }
+                // Unknown or not activated: the whole value cannot do better.
+                Split::Refused(r) => return Ok(self.reject("password", r).await),
+                Split::NoMatch => {}
             }
         }
+        // The whole value as the password: a challenge follows in `challenge` and
+        // `auto` modes; in `append` mode only a trusted device or the unenrolled
+        // policy can let it in (an append-mode NAS may not show a challenge).
         match self.core.verify_password(self.user, value).await? {
-            PasswordCheck::Verified(p) => self.after_password(PasswordProof::Verified(p)).await,
+            PasswordCheck::Verified(p) => {
+                self.after_password(PasswordProof::Verified(p), mode != RadiusMode::Append)
+                    .await
+            }
             PasswordCheck::Refused(r) => Ok(self.reject("password", r).await),
         }
     }
 
-    /// Tries password+code splits (6, then 8 digits) and password+keyword; returns the
-    /// verified password and what followed it.
-    async fn split(&self, value: &[u8]) -> Result<Option<(PasswordProof, Tail)>, CoreError> {
+    /// Tries password+code splits (TOTP digits, then email digits) and
+    /// password+keyword; returns the verified password and what followed it.
+    async fn split(&self, value: &[u8]) -> Result<Split, CoreError> {
         let settings = self.core.settings();
-        let keyword = self.config.email_keyword.as_bytes();
-        let mut candidates: Vec<(usize, bool)> = Vec::new();
-        for digits in [
-            settings.totp.digits as usize,
-            settings.email_digits as usize,
-        ] {
-            if value.len() > digits && value.iter().rev().take(digits).all(u8::is_ascii_digit) {
-                candidates.push((value.len() - digits, false));
-            }
-        }
-        if value.len() > keyword.len() && value.ends_with(keyword) {
-            candidates.push((value.len() - keyword.len(), true));
-        }
-        candidates.dedup();
-        for (at, is_keyword) in candidates {
+        for (at, is_keyword) in split_points(
+            value,
+            &[
+                settings.totp.digits as usize,
+                settings.email_digits as usize,
+            ],
+            self.config.email_keyword.as_bytes(),
+        ) {
             let (head, tail) = value.split_at(at);
             match self.core.verify_password(self.user, head).await? {
                 PasswordCheck::Verified(p) => {
@@ -351,14 +364,13 @@ impl Round<'_> {
                     } else {
                         Tail::Code(String::from_utf8_lossy(tail).into_owned())
                     };
-                    return Ok(Some((PasswordProof::Verified(p), tail)));
+                    return Ok(Split::Found(PasswordProof::Verified(p), tail));
                 }
                 PasswordCheck::Refused(Refusal::WrongPassword | Refusal::EmptyPassword) => continue,
-                // Unknown or not activated: no other split can do better.
-                PasswordCheck::Refused(_) => break,
+                PasswordCheck::Refused(r) => return Ok(Split::Refused(r)),
             }
         }
-        Ok(None)
+        Ok(Split::NoMatch)
     }
 
     /// A request that answers a challenge.
@@ -381,7 +393,12 @@ impl Round<'_> {
         }
         let decision = self.code(password, answer.trim()).await?;
         if matches!(decision, Decision::Accept { .. }) {
-            self.core.end_challenge(self.user, &id).await?;
+            // The code is consumed and the accept audited; a State left behind expires
+            // in 120 s and takes at most three answers, each needing a fresh code. So a
+            // failure to delete it must not turn this accept into silence.
+            if let Err(e) = self.core.end_challenge(self.user, &id).await {
+                tracing::warn!(user = %self.user, error = %e, "could not delete an answered challenge");
+            }
         }
         Ok(decision)
     }
@@ -401,7 +418,7 @@ impl Round<'_> {
             return self.keyword(proof()).await;
         }
         if text.is_empty() {
-            return self.after_password(proof()).await;
+            return self.after_password(proof(), true).await;
         }
         self.code(proof(), text).await
     }
@@ -412,7 +429,52 @@ enum Tail {
     Code(String),
 }
 
-/// The reply attributes for the groups the user is in (group names compared without case).
+/// What splitting an append-mode value found.
+enum Split {
+    /// The head is the password; the tail is a code or the keyword.
+    Found(PasswordProof, Tail),
+    /// The user is unknown or not activated: no split can do better.
+    Refused(Refusal),
+    /// No split bound.
+    NoMatch,
+}
+
+/// Where `value` may split into password + code (`false`) or password + keyword
+/// (`true`), in the order to try: each code length (the TOTP's first), then the
+/// keyword. The head is never empty.
+fn split_points(value: &[u8], code_lengths: &[usize], keyword: &[u8]) -> Vec<(usize, bool)> {
+    let mut out: Vec<(usize, bool)> = Vec::new();
+    for &digits in code_lengths {
+        if digits > 0
+            && value.len() > digits
+            && value.iter().rev().take(digits).all(u8::is_ascii_digit)
+            && !out.contains(&(value.len() - digits, false))
+        {
+            out.push((value.len() - digits, false));
+        }
+    }
+    if !keyword.is_empty() && value.len() > keyword.len() && value.ends_with(keyword) {
+        out.push((value.len() - keyword.len(), true));
+    }
+    out
+}
+
+/// Whether a directory group value (`memberOf`: a DN such as
+/// `cn=vpn-staff,ou=groups,dc=example,dc=org`, or a plain name) is the configured
+/// `group`, which may be written as the whole DN or as the name (the first RDN's
+/// value). Compared without case, as LDAP compares these.
+pub fn group_matches(member_of: &str, group: &str) -> bool {
+    if member_of.trim().eq_ignore_ascii_case(group.trim()) {
+        return true;
+    }
+    let first_rdn = member_of.split(',').next().unwrap_or_default();
+    match first_rdn.split_once('=') {
+        Some((_, name)) => name.trim().eq_ignore_ascii_case(group.trim()),
+        None => false,
+    }
+}
+
+/// The reply attributes for the groups the user is in, in configuration order.
 pub fn reply_attributes(groups: &[RadiusGroup], accepted: &Accepted) -> Vec<ReplyAttribute> {
     let mut out = Vec::new();
     for g in groups {
@@ -420,7 +482,7 @@ pub fn reply_attributes(groups: &[RadiusGroup], accepted: &Accepted) -> Vec<Repl
             .entry
             .groups
             .iter()
-            .any(|m| m.eq_ignore_ascii_case(&g.group))
+            .any(|m| group_matches(m, &g.group))
         {
             continue;
         }
@@ -438,4 +500,121 @@ pub fn reply_attributes(groups: &[RadiusGroup], accepted: &Accepted) -> Vec<Repl
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_points_try_the_totp_length_then_the_mailed_length_then_the_keyword() {
+        assert_eq!(
+            split_points(b"secret12345678", &[6, 8], b"email"),
+            vec![(8, false), (6, false)]
+        );
+        assert_eq!(
+            split_points(b"secret123456", &[6, 8], b"email"),
+            vec![(6, false)]
+        );
+        assert_eq!(
+            split_points(b"secretemail", &[6, 8], b"email"),
+            vec![(6, true)]
+        );
+        // Equal lengths are tried once.
+        assert_eq!(
+            split_points(b"pw123456", &[6, 6], b"email"),
+            vec![(2, false)]
+        );
+    }
+
+    #[test]
+    fn split_points_never_leave_an_empty_password() {
+        assert!(split_points(b"123456", &[6, 8], b"email").is_empty());
+        assert!(split_points(b"email", &[6, 8], b"email").is_empty());
+        assert!(split_points(b"", &[6, 8], b"email").is_empty());
+        assert_eq!(
+            split_points(b"1123456", &[6, 8], b"email"),
+            vec![(1, false)]
+        );
+    }
+
+    #[test]
+    fn split_points_need_digits() {
+        assert!(split_points(b"secret12345a", &[6, 8], b"email").is_empty());
+        assert!(split_points(b"secret", &[6, 8], b"email").is_empty());
+        assert!(split_points(b"secretEMAIL", &[6, 8], b"email").is_empty());
+    }
+
+    #[test]
+    fn groups_match_by_dn_or_name_without_case() {
+        let dn = "cn=vpn-staff,ou=groups,dc=example,dc=org";
+        assert!(group_matches(dn, "vpn-staff"));
+        assert!(group_matches(dn, "VPN-Staff"));
+        assert!(group_matches(
+            dn,
+            "CN=vpn-staff,ou=groups,dc=example,dc=org"
+        ));
+        assert!(group_matches("vpn-staff", "vpn-staff"));
+        assert!(!group_matches(dn, "vpn"));
+        assert!(!group_matches(dn, "groups"));
+        assert!(!group_matches("cn=vpn-staff-x,ou=groups", "vpn-staff"));
+    }
+
+    fn accepted(groups: &[&str]) -> Accepted {
+        let user = UserName::parse("alice").unwrap();
+        Accepted {
+            entry: otpgate_core::directory::UserEntry {
+                name: user.clone(),
+                dn: "uid=alice,ou=people,dc=example,dc=org".into(),
+                activated: true,
+                mail: None,
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                display_name: None,
+            },
+            user,
+            method: "totp",
+            remembered: None,
+        }
+    }
+
+    #[test]
+    fn reply_attributes_follow_group_membership_in_configuration_order() {
+        let groups = vec![
+            RadiusGroup {
+                group: "vpn-staff".into(),
+                filter_id: Some("staff".into()),
+                class: None,
+                vlan: Some("120".into()),
+                session_timeout: Some(28_800),
+            },
+            RadiusGroup {
+                group: "students".into(),
+                filter_id: Some("students".into()),
+                class: Some("student".into()),
+                vlan: None,
+                session_timeout: None,
+            },
+            RadiusGroup {
+                group: "otp-admins".into(),
+                filter_id: None,
+                class: Some("admin".into()),
+                vlan: None,
+                session_timeout: None,
+            },
+        ];
+        let alice = accepted(&[
+            "cn=vpn-staff,ou=groups,dc=example,dc=org",
+            "cn=otp-admins,ou=groups,dc=example,dc=org",
+        ]);
+        assert_eq!(
+            reply_attributes(&groups, &alice),
+            vec![
+                ReplyAttribute::FilterId("staff".into()),
+                ReplyAttribute::Vlan("120".into()),
+                ReplyAttribute::SessionTimeout(28_800),
+                ReplyAttribute::Class("admin".into()),
+            ]
+        );
+        assert!(reply_attributes(&groups, &accepted(&[])).is_empty());
+    }
 }

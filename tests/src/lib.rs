@@ -28,6 +28,8 @@
 //! - [`config`]: [`ConfigBuilder`], which writes an otpgate TOML config (SPEC §4) and
 //!   its secret files.
 //! - [`ports`]: loopback ports picked by the kernel, and starting with retries.
+//! - [`serve`]: [`OtpgateServe`], the real `otpgate serve` on ports it picks, read from
+//!   its `listening on` lines; signals, logs and metrics.
 //! - [`artifacts`]: the `otpgate` binary and `pam_otpgate.so`, built once per test run.
 //! - [`binary`]: [`require_binary`], which turns a missing server into a failure that
 //!   names the install command; never a silent skip.
@@ -54,6 +56,7 @@ pub mod mail;
 pub mod ports;
 mod process;
 pub mod redis;
+pub mod serve;
 pub mod slapd;
 pub mod smtp;
 pub mod tls;
@@ -67,6 +70,7 @@ pub use mail::Mail;
 pub use ports::{free_tcp_port, free_udp_port};
 pub use process::{READY_TIMEOUT, wait_until};
 pub use redis::{Redis, RedisCluster, Resp};
+pub use serve::{OtpgateServe, radius_section, write_radius_secret};
 pub use slapd::{Slapd, SlapdOptions};
 pub use smtp::SmtpSink;
 pub use users::{ALICE, ALICEX, BOB, CAROL, DAVE, TestUser, TestUserSpec, USERS, WEIRD};

@@ -96,6 +96,16 @@ impl ServerProcess {
     pub(crate) fn id(&self) -> u32 {
         self.child.id()
     }
+
+    /// The exit status, if the process has exited.
+    pub(crate) fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The log file.
+    pub(crate) fn log(&self) -> &Path {
+        &self.log
+    }
 }
 
 impl Drop for ServerProcess {

@@ -5,4 +5,5 @@ mod cli;
 mod core_rules;
 mod directory;
 mod harness_selftest;
+mod radius;
 mod store;

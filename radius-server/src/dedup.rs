@@ -1,0 +1,314 @@
+//! Duplicate detection (RFC 5080 §2.2.2).
+//!
+//! A NAS that hears nothing retransmits the same datagram: same source address and
+//! port, same identifier, same Request Authenticator. Evaluating it again could
+//! consume a second code, or answer "replay" to a login that succeeded. So:
+//!
+//! - the first copy is evaluated; while it is in progress, copies are dropped (the
+//!   answer is on its way);
+//! - once answered, copies within 30 s get the cached reply bytes, byte for byte,
+//!   and are never evaluated again;
+//! - a request that got no answer (a backend failed, the deadline passed) is
+//!   forgotten, so a retransmission after the backend is back is evaluated afresh;
+//!   the store's atomic single-use checks make that safe.
+//!
+//! Entries are only made for datagrams that passed verification (the client's
+//! secret), so only configured clients can fill the cache, and it is bounded: when it
+//! is full, new requests are dropped (fail closed) and counted.
+//!
+//! Time is passed in (`Instant`s), so the expiry is tested without waiting.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How long a reply is kept for retransmissions (RFC 5080 suggests the NAS's whole
+/// retransmission window; 30 s covers common NAS settings).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
+
+/// Default bound on entries: far above 30 s of the load one server can take.
+pub const DEFAULT_CAPACITY: usize = 1 << 18;
+
+/// What makes two datagrams the same request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DedupKey {
+    /// The client's address and source port.
+    pub source: SocketAddr,
+    /// The RADIUS identifier.
+    pub identifier: u8,
+    /// The Request Authenticator (random per request from a sane NAS).
+    pub authenticator: [u8; 16],
+}
+
+/// What [`DedupCache::begin`] found.
+#[derive(Debug)]
+pub enum Begin {
+    /// A new request: evaluate it, then [`Pending::complete`] (or drop the guard to
+    /// forget it).
+    Fresh(Pending),
+    /// The same request is being evaluated: drop this copy.
+    InProgress,
+    /// Answered already: send these bytes again.
+    Cached(Arc<[u8]>),
+    /// The cache is full: drop the request.
+    Full,
+}
+
+#[derive(Debug)]
+enum Slot {
+    InProgress,
+    Done(Arc<[u8]>),
+}
+
+#[derive(Debug)]
+struct Entry {
+    slot: Slot,
+    expires: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    map: HashMap<DedupKey, Entry>,
+    /// Expiry order. An entry whose expiry moved later (completed) has a second,
+    /// later element here; the earlier one is skipped when it comes up.
+    order: VecDeque<(Instant, DedupKey)>,
+}
+
+/// The cache, shared by every socket's loop and every request task.
+#[derive(Debug)]
+pub struct DedupCache {
+    inner: Mutex<Inner>,
+    ttl: Duration,
+    capacity: usize,
+}
+
+impl DedupCache {
+    /// A cache keeping replies for `ttl`, holding at most `capacity` requests.
+    pub fn new(ttl: Duration, capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Mutex::new(Inner::default()),
+            ttl,
+            capacity: capacity.max(1),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Nothing in the critical sections can panic midway and leave the map
+        // inconsistent, so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Looks a request up at `now`, and marks it in progress if it is new.
+    pub fn begin(self: &Arc<Self>, key: DedupKey, now: Instant) -> Begin {
+        let mut inner = self.lock();
+        inner.expire(now);
+        match inner.map.get(&key) {
+            Some(Entry {
+                slot: Slot::Done(bytes),
+                ..
+            }) => return Begin::Cached(Arc::clone(bytes)),
+            Some(Entry {
+                slot: Slot::InProgress,
+                ..
+            }) => return Begin::InProgress,
+            None => {}
+        }
+        if inner.map.len() >= self.capacity {
+            return Begin::Full;
+        }
+        let expires = now + self.ttl;
+        inner.map.insert(
+            key,
+            Entry {
+                slot: Slot::InProgress,
+                expires,
+            },
+        );
+        inner.order.push_back((expires, key));
+        Begin::Fresh(Pending {
+            cache: Arc::clone(self),
+            key,
+            open: true,
+        })
+    }
+
+    fn complete(&self, key: DedupKey, bytes: Arc<[u8]>, now: Instant) {
+        let mut inner = self.lock();
+        let expires = now + self.ttl;
+        inner.map.insert(
+            key,
+            Entry {
+                slot: Slot::Done(bytes),
+                expires,
+            },
+        );
+        inner.order.push_back((expires, key));
+    }
+
+    fn forget(&self, key: &DedupKey) {
+        let mut inner = self.lock();
+        if matches!(
+            inner.map.get(key),
+            Some(Entry {
+                slot: Slot::InProgress,
+                ..
+            })
+        ) {
+            inner.map.remove(key);
+        }
+    }
+
+    /// How many requests are remembered (in progress or answered).
+    pub fn len(&self) -> usize {
+        self.lock().map.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Inner {
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(at, key)) = self.order.front() {
+            if at > now {
+                break;
+            }
+            self.order.pop_front();
+            if self.map.get(&key).is_some_and(|e| e.expires <= now) {
+                self.map.remove(&key);
+            }
+        }
+    }
+}
+
+/// A request being evaluated. [`Pending::complete`] records its reply; dropping it
+/// without completing (no reply, a timeout, a cancelled task) forgets the request.
+#[derive(Debug)]
+pub struct Pending {
+    cache: Arc<DedupCache>,
+    key: DedupKey,
+    open: bool,
+}
+
+impl Pending {
+    /// The request's key.
+    pub fn key(&self) -> &DedupKey {
+        &self.key
+    }
+
+    /// Records the reply that is being sent, for retransmissions until `now + ttl`.
+    pub fn complete(mut self, bytes: Arc<[u8]>, now: Instant) {
+        self.open = false;
+        self.cache.complete(self.key, bytes, now);
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.open {
+            self.cache.forget(&self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(port: u16, id: u8, auth: u8) -> DedupKey {
+        DedupKey {
+            source: SocketAddr::from(([127, 0, 0, 1], port)),
+            identifier: id,
+            authenticator: [auth; 16],
+        }
+    }
+
+    fn fresh(b: Begin) -> Pending {
+        match b {
+            Begin::Fresh(p) => p,
+            other => panic!("expected a fresh request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn retransmission_in_progress_is_dropped_then_gets_the_cached_bytes() {
+        let cache = DedupCache::new(DEFAULT_TTL, 16);
+        let t0 = Instant::now();
+        let p = fresh(cache.begin(key(1000, 7, 1), t0));
+        assert!(matches!(
+            cache.begin(key(1000, 7, 1), t0),
+            Begin::InProgress
+        ));
+        p.complete(Arc::from(&b"reply"[..]), t0);
+        match cache.begin(key(1000, 7, 1), t0 + Duration::from_secs(29)) {
+            Begin::Cached(bytes) => assert_eq!(&*bytes, b"reply"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_part_of_the_key_counts() {
+        let cache = DedupCache::new(DEFAULT_TTL, 16);
+        let t0 = Instant::now();
+        let _a = fresh(cache.begin(key(1000, 7, 1), t0));
+        let _b = fresh(cache.begin(key(1001, 7, 1), t0));
+        let _c = fresh(cache.begin(key(1000, 8, 1), t0));
+        let _d = fresh(cache.begin(key(1000, 7, 2), t0));
+        let mut other_host = key(1000, 7, 1);
+        other_host.source = SocketAddr::from(([127, 0, 0, 2], 1000));
+        let _e = fresh(cache.begin(other_host, t0));
+        assert_eq!(cache.len(), 5);
+    }
+
+    #[test]
+    fn replies_expire_after_the_ttl() {
+        let cache = DedupCache::new(Duration::from_secs(30), 16);
+        let t0 = Instant::now();
+        fresh(cache.begin(key(1, 1, 1), t0)).complete(Arc::from(&b"r"[..]), t0);
+        assert!(matches!(
+            cache.begin(key(1, 1, 1), t0 + Duration::from_secs(29)),
+            Begin::Cached(_)
+        ));
+        let later = t0 + Duration::from_secs(30);
+        let _p = fresh(cache.begin(key(1, 1, 1), later));
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn the_ttl_counts_from_the_reply_not_the_request() {
+        let cache = DedupCache::new(Duration::from_secs(30), 16);
+        let t0 = Instant::now();
+        let p = fresh(cache.begin(key(1, 1, 1), t0));
+        let answered = t0 + Duration::from_secs(20);
+        p.complete(Arc::from(&b"r"[..]), answered);
+        assert!(matches!(
+            cache.begin(key(1, 1, 1), t0 + Duration::from_secs(45)),
+            Begin::Cached(_)
+        ));
+    }
+
+    #[test]
+    fn an_unanswered_request_is_forgotten() {
+        let cache = DedupCache::new(DEFAULT_TTL, 16);
+        let t0 = Instant::now();
+        drop(fresh(cache.begin(key(1, 1, 1), t0)));
+        assert!(cache.is_empty());
+        let _again = fresh(cache.begin(key(1, 1, 1), t0));
+    }
+
+    #[test]
+    fn a_full_cache_refuses_new_requests_until_entries_expire() {
+        let cache = DedupCache::new(Duration::from_secs(30), 2);
+        let t0 = Instant::now();
+        fresh(cache.begin(key(1, 1, 1), t0)).complete(Arc::from(&b"r"[..]), t0);
+        let _p = fresh(cache.begin(key(2, 1, 1), t0));
+        assert!(matches!(cache.begin(key(3, 1, 1), t0), Begin::Full));
+        // Known requests are still answered from the cache.
+        assert!(matches!(cache.begin(key(1, 1, 1), t0), Begin::Cached(_)));
+        let later = t0 + Duration::from_secs(31);
+        let _q = fresh(cache.begin(key(3, 1, 1), later));
+    }
+}
