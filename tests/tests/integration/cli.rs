@@ -226,3 +226,60 @@ fn a_backend_that_is_down_is_a_clear_refusal_not_a_success() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Kills the child on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `otpgate demo` runs with nothing but itself, and the login it prints works over
+/// RADIUS with FreeRADIUS's radtest — once; the same code again is a replay.
+#[test]
+fn the_demo_serves_a_working_radius_login() {
+    use std::io::BufRead;
+    let radtest = otpgate_tests::require_binary("radtest", &["freeradius-utils"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Child(
+        Command::new(otpgate_binary().unwrap())
+            .args(["demo", "--radius-port", "0", "--json", "--dir"])
+            .arg(dir.path().join("demo"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let info: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    let code = code_now(info["secret"].as_str().unwrap());
+    let login = || {
+        Command::new(&radtest)
+            .args([
+                info["user"].as_str().unwrap(),
+                &format!("{}{code}", info["password"].as_str().unwrap()),
+                info["radius"].as_str().unwrap(),
+                "0",
+                info["radius_secret"].as_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+    };
+    let first = String::from_utf8_lossy(&login().stdout).into_owned();
+    assert!(first.contains("Received Access-Accept"), "{first}");
+    assert!(
+        first.contains("Filter-Id = \"staff\""),
+        "reply attributes by group: {first}"
+    );
+    let again = String::from_utf8_lossy(&login().stdout).into_owned();
+    assert!(
+        again.contains("Received Access-Reject"),
+        "a replayed code is refused: {again}"
+    );
+}

@@ -331,15 +331,28 @@ fn append_and_challenge_logins_with_totp() {
     let addr = e.server.radius_addr();
 
     // Append: password followed by the code; group attributes in the accept.
-    let ok = pap(addr, "alice", &format!("alice-pw-1{}", code(&alice, e.base)));
+    let ok = pap(
+        addr,
+        "alice",
+        &format!("alice-pw-1{}", code(&alice, e.base)),
+    );
     assert_code(&ok, "Access-Accept");
     assert_eq!(ok.get("Filter-Id"), Some("\"staff\""), "{}", ok.output);
     assert_eq!(ok.get("Session-Timeout"), Some("28800"), "{}", ok.output);
-    assert_eq!(ok.get("Tunnel-Private-Group-Id"), Some("\"120\""), "{}", ok.output);
+    assert_eq!(
+        ok.get("Tunnel-Private-Group-Id"),
+        Some("\"120\""),
+        "{}",
+        ok.output
+    );
     assert!(ok.output.contains("Tunnel-Type = VLAN"), "{}", ok.output);
 
     // The same code again is a replay.
-    let replay = pap(addr, "alice", &format!("alice-pw-1{}", code(&alice, e.base)));
+    let replay = pap(
+        addr,
+        "alice",
+        &format!("alice-pw-1{}", code(&alice, e.base)),
+    );
     assert_generic_reject(&replay);
     // A wrong password with a fresh code reveals nothing more.
     let wrong = pap(addr, "alice", &format!("nope{}", code(&alice, e.base + 1)));
@@ -421,11 +434,21 @@ fn email_otp_through_the_keyword() {
     // A notification address, confirmed with the code mailed to it; no app.
     json(&otpgate(
         c,
-        &["user", "email", "set", "alice", "alice.private@example.org", "--json"],
+        &[
+            "user",
+            "email",
+            "set",
+            "alice",
+            "alice.private@example.org",
+            "--json",
+        ],
     ));
     let mails = e.smtp.mails_to("alice.private@example.org").unwrap();
     let confirm = mails.last().unwrap().code(8).unwrap();
-    json(&otpgate(c, &["user", "email", "confirm", "alice", &confirm, "--json"]));
+    json(&otpgate(
+        c,
+        &["user", "email", "confirm", "alice", &confirm, "--json"],
+    ));
 
     let first = pap(addr, "alice", "alice-pw-1");
     assert_code(&first, "Access-Challenge");
@@ -433,7 +456,9 @@ fn email_otp_through_the_keyword() {
     let mailed = answer(addr, "alice", &state, "email");
     assert_code(&mailed, "Access-Challenge");
     assert!(
-        mailed.get("Reply-Message").is_some_and(|m| m.contains("a***@example.org")),
+        mailed
+            .get("Reply-Message")
+            .is_some_and(|m| m.contains("a***@example.org")),
         "{}",
         mailed.output
     );
@@ -467,7 +492,9 @@ fn helpdesk_otp_for_a_user_without_an_address() {
     let queued = pap(addr, "bob", "bob-pw-2email");
     assert_code(&queued, "Access-Challenge");
     assert!(
-        queued.get("Reply-Message").is_some_and(|m| m.contains("helpdesk")),
+        queued
+            .get("Reply-Message")
+            .is_some_and(|m| m.contains("helpdesk")),
         "{}",
         queued.output
     );
@@ -488,7 +515,11 @@ fn lockout_after_consecutive_failures() {
     let addr = e.server.radius_addr();
     let alice = enroll(c, "alice", e.base);
     let right = code(&alice, e.base);
-    let wrong = if right == "000000" { "111111" } else { "000000" };
+    let wrong = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
     for _ in 0..3 {
         assert_generic_reject(&pap(addr, "alice", &format!("alice-pw-1{wrong}")));
     }
@@ -515,7 +546,11 @@ fn chap_is_rejected_and_named_in_the_log() {
         5,
     );
     assert_generic_reject(&reply);
-    assert!(e.server.log().contains("CHAP is not supported"), "{}", e.server.log());
+    assert!(
+        e.server.log().contains("CHAP is not supported"),
+        "{}",
+        e.server.log()
+    );
 }
 
 #[test]
@@ -592,13 +627,33 @@ fn malformed() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         ("unknown code", header(99, 20), "unknown_code"),
         ("length below 20", header(1, 19), "length_out_of_range"),
         ("length above 4096", header(1, 5000), "length_out_of_range"),
-        ("length beyond the datagram", header(1, 40), "length_exceeds_datagram"),
-        ("attribute length 1", with(1, &[1, 1]), "attribute_too_short"),
-        ("attribute overrun", with(1, &[1, 9, b'a']), "attribute_overrun"),
+        (
+            "length beyond the datagram",
+            header(1, 40),
+            "length_exceeds_datagram",
+        ),
+        (
+            "attribute length 1",
+            with(1, &[1, 1]),
+            "attribute_too_short",
+        ),
+        (
+            "attribute overrun",
+            with(1, &[1, 9, b'a']),
+            "attribute_overrun",
+        ),
         ("too many attributes", with(1, &many), "too_many_attributes"),
         ("a reply sent as a request", with(2, &[]), "not_a_request"),
-        ("no Message-Authenticator", with(1, &[1, 7, b'a', b'l', b'i', b'c', b'e']), "message_authenticator_missing"),
-        ("Message-Authenticator of 4 bytes", with(1, &[80, 6, 0, 0, 0, 0]), "message_authenticator_length"),
+        (
+            "no Message-Authenticator",
+            with(1, &[1, 7, b'a', b'l', b'i', b'c', b'e']),
+            "message_authenticator_missing",
+        ),
+        (
+            "Message-Authenticator of 4 bytes",
+            with(1, &[80, 6, 0, 0, 0, 0]),
+            "message_authenticator_length",
+        ),
         ("tampered packet", tampered, "message_authenticator_invalid"),
         ("User-Name twice", duplicate, "duplicate_attribute"),
     ]
@@ -640,7 +695,8 @@ fn a_retransmission_gets_the_same_bytes_and_is_evaluated_once() {
     socket.send_to(&request, addr).unwrap();
     let second = recv(&socket);
     assert_eq!(first, second, "byte-identical replies");
-    let reply = Reply::from_packet(check_reply(&first, 42, [0x42; 16], &secret()).unwrap()).unwrap();
+    let reply =
+        Reply::from_packet(check_reply(&first, 42, [0x42; 16], &secret()).unwrap()).unwrap();
     assert!(matches!(reply, Reply::Accept { .. }), "{reply:?}");
     wait_metric(
         &e.server,
@@ -656,7 +712,8 @@ fn a_retransmission_gets_the_same_bytes_and_is_evaluated_once() {
         .count();
     assert_eq!(accepts, 1);
     assert_eq!(
-        e.server.metric("otpgate_requests_total{door=\"radius\",result=\"accept\"}"),
+        e.server
+            .metric("otpgate_requests_total{door=\"radius\",result=\"accept\"}"),
         1.0
     );
 
@@ -671,7 +728,8 @@ fn a_retransmission_gets_the_same_bytes_and_is_evaluated_once() {
     let second = recv(&socket);
     assert_eq!(first, second);
     assert_eq!(
-        e.server.metric("otpgate_requests_total{door=\"radius\",result=\"reject\"}"),
+        e.server
+            .metric("otpgate_requests_total{door=\"radius\",result=\"reject\"}"),
         1.0
     );
 }
@@ -695,7 +753,11 @@ fn two_servers_on_one_redis_share_the_challenge() {
         "Access-Accept",
     );
     // The same code on the first server is a replay, across instances.
-    let again = pap(a.radius_addr(), "alice", &format!("alice-pw-1{}", code(&alice, base)));
+    let again = pap(
+        a.radius_addr(),
+        "alice",
+        &format!("alice-pw-1{}", code(&alice, base)),
+    );
     assert_generic_reject(&again);
 }
 
@@ -729,7 +791,10 @@ fn a_store_outage_fails_closed_and_recovers() {
         .unwrap();
     wait_metric(&e.server, &dropped("unhealthy"), before + 1.0);
     assert_no_reply(&socket);
-    assert!(e.server.log().contains("store"), "the log names the backend");
+    assert!(
+        e.server.log().contains("store"),
+        "the log names the backend"
+    );
 
     e.redis.start_again().unwrap();
     let mut id = 10u8;
@@ -743,7 +808,8 @@ fn a_store_outage_fails_closed_and_recovers() {
     // The same login, retransmitted after the outage, is evaluated afresh.
     socket.send_to(&login, addr).unwrap();
     let reply = recv(&socket);
-    let reply = Reply::from_packet(check_reply(&reply, 50, [0x50; 16], &secret()).unwrap()).unwrap();
+    let reply =
+        Reply::from_packet(check_reply(&reply, 50, [0x50; 16], &secret()).unwrap()).unwrap();
     assert!(matches!(reply, Reply::Accept { .. }), "{reply:?}");
 }
 
@@ -762,7 +828,10 @@ fn sighup_reloads_clients_and_sigterm_stops_gracefully() {
     let good = e.config.contents().unwrap();
     std::fs::write(e.config.path(), format!("{good}\n[radius]\nbogus = 1\n")).unwrap();
     e.server.signal("HUP").unwrap();
-    assert!(wait_until(WAIT, || e.server.log().contains("reload failed")));
+    assert!(wait_until(WAIT, || e
+        .server
+        .log()
+        .contains("reload failed")));
     assert!(status_answered(&udp("127.0.0.1"), addr, 2, WAIT));
 
     // A new client is taken without a restart.
@@ -772,7 +841,10 @@ fn sighup_reloads_clients_and_sigterm_stops_gracefully() {
     );
     std::fs::write(e.config.path(), second).unwrap();
     e.server.signal("HUP").unwrap();
-    assert!(wait_until(WAIT, || e.server.log().contains("reloaded radius clients: 2")));
+    assert!(wait_until(WAIT, || e
+        .server
+        .log()
+        .contains("reloaded radius clients: 2")));
     assert!(status_answered(&other, addr, 3, WAIT));
 
     e.server.signal("TERM").unwrap();
