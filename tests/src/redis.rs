@@ -155,7 +155,24 @@ impl Redis {
         self.process = None;
     }
 
-    /// Starts an empty server again on the same port, after [`Redis::stop`].
+    /// Writes the data to `dump.rdb` in the working directory (`SAVE`), then kills the
+    /// server: an outage of a Redis that persists, whose data is back after
+    /// [`Redis::start_again`].
+    pub fn stop_keeping_data(&mut self) -> Result<()> {
+        match self.command(&["SAVE"])? {
+            Resp::Simple(ok) if ok == "OK" => {}
+            other => {
+                return Err(HarnessError::Usage(format!(
+                    "redis SAVE answered {other:?}"
+                )));
+            }
+        }
+        self.stop();
+        Ok(())
+    }
+
+    /// Starts the server again on the same port, after [`Redis::stop`] (empty) or
+    /// [`Redis::stop_keeping_data`] (loading `dump.rdb`).
     pub fn start_again(&mut self) -> Result<()> {
         if self.process.is_some() {
             return Err(HarnessError::Usage(

@@ -148,10 +148,12 @@ pub struct RadReply {
 }
 
 impl RadReply {
+    /// The value of attribute `name`. radclient prints the attributes of RFC 2868
+    /// with their tag (`Tunnel-Type:0`); a tag is not part of the name here.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.attributes
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| n.split(':').next() == Some(name))
             .map(|(_, v)| v.as_str())
     }
 }
@@ -345,7 +347,13 @@ fn append_and_challenge_logins_with_totp() {
         "{}",
         ok.output
     );
-    assert!(ok.output.contains("Tunnel-Type = VLAN"), "{}", ok.output);
+    assert_eq!(ok.get("Tunnel-Type"), Some("VLAN"), "{}", ok.output);
+    assert_eq!(
+        ok.get("Tunnel-Medium-Type"),
+        Some("IEEE-802"),
+        "{}",
+        ok.output
+    );
 
     // The same code again is a replay.
     let replay = pap(
@@ -770,7 +778,7 @@ fn a_store_outage_fails_closed_and_recovers() {
     let socket = udp("127.0.0.1");
     assert!(status_answered(&socket, addr, 1, WAIT));
 
-    e.redis.stop();
+    e.redis.stop_keeping_data().unwrap();
     let login = access_request(
         "alice",
         &format!("alice-pw-1{}", code(&alice, e.base)),
