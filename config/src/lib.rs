@@ -231,6 +231,22 @@ pub struct SmtpConfig {
     pub username: Option<String>,
     pub password: Option<SecretBytes>,
     pub timeout: Duration,
+    /// How the connection is protected, read off `url`.
+    pub tls: SmtpTls,
+    /// Trust only this CA (PEM) for the server's certificate, instead of the Mozilla
+    /// roots; for a campus relay with an internal CA.
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+/// How mail to the SMTP server is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// `smtp://host:port`: no TLS (a relay on the same host or network).
+    None,
+    /// `smtp://host:port?tls=required`: STARTTLS, and no mail is sent without it.
+    StartTls,
+    /// `smtps://host:port`: TLS from the first byte (RFC 8314).
+    Wrapper,
 }
 
 #[derive(Debug, Clone)]

@@ -115,6 +115,7 @@ pub struct RawSmtp {
     pub password_file: Option<PathBuf>,
     pub password_env: Option<String>,
     pub timeout: Option<String>,
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -192,3 +192,42 @@ fn pam_server_mode_needs_servers_and_secret() {
     let err = parse(dir.path(), "[pam]\nbackend = \"server\"\n").unwrap_err();
     assert_eq!(err.key.as_deref(), Some("pam.servers"));
 }
+
+#[test]
+fn smtp_urls_say_how_mail_is_protected() {
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = |url: &str, extra: &str| {
+        parse(
+            dir.path(),
+            &format!("[smtp]\nurl = \"{url}\"\nfrom = \"a@b.c\"\n{extra}"),
+        )
+    };
+    let tls = |url: &str| smtp(url, "").unwrap().smtp.unwrap().tls;
+    assert_eq!(tls("smtp://127.0.0.1:25"), SmtpTls::None);
+    assert_eq!(tls("smtp://relay:587?tls=required"), SmtpTls::StartTls);
+    assert_eq!(tls("smtps://relay:465"), SmtpTls::Wrapper);
+    for (url, why) in [
+        ("smtp://relay:587?tls=opportunistic", "not supported"),
+        ("smtps://relay?tls=none", "not supported"),
+        (
+            "smtp://relay?tls=required&tls=required",
+            "only query parameter",
+        ),
+        ("smtp://relay?auth=plain", "only query parameter"),
+        ("smtp://:25", "not an smtp://HOST"),
+        ("http://relay", "not an smtp://HOST"),
+    ] {
+        let err = smtp(url, "").unwrap_err();
+        assert!(err.message.contains(why), "{url}: {err}");
+        assert_eq!(err.key.as_deref(), Some("smtp.url"), "{url}: {err}");
+    }
+    let ca = smtp("smtps://relay", "tls_ca_file = \"ca.pem\"\n")
+        .unwrap()
+        .smtp
+        .unwrap()
+        .tls_ca_file
+        .unwrap();
+    assert_eq!(ca, dir.path().join("ca.pem"));
+    let err = smtp("smtp://relay", "tls_ca_file = \"ca.pem\"\n").unwrap_err();
+    assert!(err.message.contains("only used with TLS"), "{err}");
+}

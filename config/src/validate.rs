@@ -489,12 +489,13 @@ fn notification(cx: &Ctx<'_>, n: raw::RawNotification) -> Result<NotificationCon
 
 fn smtp(cx: &Ctx<'_>, s: raw::RawSmtp) -> Result<SmtpConfig, ConfigError> {
     const S: &str = "smtp";
-    if !(s.url.starts_with("smtp://") || s.url.starts_with("smtps://")) {
+    let tls = smtp_tls(&s.url).map_err(|why| cx.err(S, None, Some("url"), why))?;
+    if s.tls_ca_file.is_some() && tls == SmtpTls::None {
         return Err(cx.err(
             S,
             None,
-            Some("url"),
-            format!("`{}` is not an smtp:// or smtps:// URL", s.url),
+            Some("tls_ca_file"),
+            "a CA is only used with TLS: use `smtps://` or `smtp://…?tls=required`",
         ));
     }
     if !s.from.contains('@') {
@@ -526,7 +527,36 @@ fn smtp(cx: &Ctx<'_>, s: raw::RawSmtp) -> Result<SmtpConfig, ConfigError> {
         username: s.username,
         password,
         timeout: cx.duration(S, "timeout", s.timeout.as_ref(), DEFAULT_SMTP_TIMEOUT)?,
+        tls,
+        tls_ca_file: s.tls_ca_file.map(|p| cx.path(&p)),
     })
+}
+
+/// Reads how mail is protected off an SMTP URL. Opportunistic STARTTLS is refused: an
+/// attacker on the path can strip it, and the mail carries login codes.
+fn smtp_tls(url: &str) -> Result<SmtpTls, String> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut tls = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("tls", value)) if tls.is_none() => tls = Some(value),
+            _ => {
+                return Err(format!(
+                    "`{url}`: the only query parameter is `tls=required` (once)"
+                ));
+            }
+        }
+    }
+    let host = |rest: &str| !rest.is_empty() && !rest.starts_with(':') && !rest.starts_with('/');
+    match (base.split_once("://"), tls) {
+        (Some(("smtp", rest)), None) if host(rest) => Ok(SmtpTls::None),
+        (Some(("smtp", rest)), Some("required")) if host(rest) => Ok(SmtpTls::StartTls),
+        (Some(("smtps", rest)), None) if host(rest) => Ok(SmtpTls::Wrapper),
+        (Some(("smtp" | "smtps", _)), Some(other)) => Err(format!(
+            "`{url}`: tls={other} is not supported; use `smtp://…?tls=required` (STARTTLS) or `smtps://`"
+        )),
+        _ => Err(format!("`{url}` is not an smtp://HOST or smtps://HOST URL")),
+    }
 }
 
 fn lockout(cx: &Ctx<'_>, l: raw::RawLockout) -> Result<LockoutConfig, ConfigError> {

@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use lettre::message::{Mailbox, header::ContentType};
+use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use otpgate_config::SmtpTls;
 
 use crate::error::{Backend, CoreError};
 
@@ -46,6 +48,9 @@ impl Mailer {
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&c.url)
             .map_err(|e| CoreError::Config(format!("[smtp] url `{}`: {e}", c.url)))?
             .timeout(Some(c.timeout));
+        if let Some(ca) = &c.tls_ca_file {
+            builder = builder.tls(tls_trusting(c, ca)?);
+        }
         if let (Some(user), Some(password)) = (&c.username, &c.password) {
             let password = password
                 .expose_str()
@@ -103,6 +108,29 @@ impl Mailer {
                 "mail is needed but no [smtp] section is configured".into(),
             )),
         }
+    }
+}
+
+/// TLS for `[smtp]` that trusts only the CA in `ca` (PEM), as STARTTLS or from the first
+/// byte as the URL says.
+fn tls_trusting(c: &otpgate_config::SmtpConfig, ca: &std::path::Path) -> Result<Tls, CoreError> {
+    let bad =
+        |what: String| CoreError::Config(format!("[smtp] tls_ca_file {}: {what}", ca.display()));
+    let pem = std::fs::read(ca).map_err(|e| bad(e.to_string()))?;
+    let cert = Certificate::from_pem(&pem).map_err(|e| bad(e.to_string()))?;
+    let host = url::Url::parse(&c.url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .ok_or_else(|| CoreError::Config(format!("[smtp] url `{}` has no host", c.url)))?;
+    let parameters = TlsParameters::builder(host)
+        .certificate_store(CertificateStore::None)
+        .add_root_certificate(cert)
+        .build_rustls()
+        .map_err(|e| bad(e.to_string()))?;
+    match c.tls {
+        SmtpTls::StartTls => Ok(Tls::Required(parameters)),
+        SmtpTls::Wrapper => Ok(Tls::Wrapper(parameters)),
+        SmtpTls::None => Err(bad("a CA is only used with TLS".into())),
     }
 }
 

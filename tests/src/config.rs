@@ -127,13 +127,22 @@ impl ConfigBuilder {
             .set("store", "key_prefix", &toml_string(KEY_PREFIX))
     }
 
-    /// Sends mail to `sink` (`[smtp] url`, `from = "MFA <mfa@example.org>"`).
+    /// Sends mail to `sink` (`[smtp] url`, `from = "MFA <mfa@example.org>"`, and
+    /// `tls_ca_file` for a TLS sink).
     pub fn smtp(self, sink: &SmtpSink) -> Self {
-        self.set("smtp", "url", &toml_string(&sink.url())).set(
+        let builder = self.set("smtp", "url", &toml_string(&sink.url())).set(
             "smtp",
             "from",
             &toml_string(MAIL_FROM),
-        )
+        );
+        match sink.ca() {
+            Some(ca) => builder.set(
+                "smtp",
+                "tls_ca_file",
+                &toml_string(&ca.ca_cert.to_string_lossy()),
+            ),
+            None => builder,
+        }
     }
 
     /// Sets `key = value` in `[section]` (creating it), replacing a value the builder

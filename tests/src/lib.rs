@@ -72,5 +72,5 @@ pub use process::{READY_TIMEOUT, wait_until};
 pub use redis::{Redis, RedisCluster, Resp};
 pub use serve::{OtpgateServe, radius_section, write_radius_secret};
 pub use slapd::{Slapd, SlapdOptions};
-pub use smtp::SmtpSink;
+pub use smtp::{SinkTls, SmtpSink};
 pub use users::{ALICE, ALICEX, BOB, CAROL, DAVE, TestUser, TestUserSpec, USERS, WEIRD};

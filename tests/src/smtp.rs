@@ -17,9 +17,21 @@ use crate::error::{HarnessError, Result};
 use crate::mail::Mail;
 use crate::ports::start_on_free_port;
 use crate::process::ServerProcess;
+use crate::tls::TestCa;
 
 /// The Debian package that provides aiosmtpd for `/usr/bin/python3`.
 const PACKAGES: &[&str] = &["python3-aiosmtpd"];
+
+/// How the sink protects its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkTls {
+    /// Plain SMTP.
+    None,
+    /// STARTTLS offered and required before mail is accepted (aiosmtpd `--tlscert`).
+    StartTls,
+    /// TLS from the first byte (aiosmtpd `--smtpscert`).
+    Smtps,
+}
 
 /// A running aiosmtpd, killed and reaped on drop.
 #[derive(Debug)]
@@ -28,6 +40,10 @@ pub struct SmtpSink {
     process: Option<ServerProcess>,
     /// The loopback port, kept across restarts.
     port: u16,
+    /// Its TLS mode, and the CA whose server certificate it presents.
+    tls: SinkTls,
+    /// The test CA, for [`SinkTls::StartTls`] and [`SinkTls::Smtps`].
+    ca: Option<TestCa>,
     /// `/usr/bin/python3`.
     python: PathBuf,
     /// Holds `maildir/` and `smtp.log`.
@@ -38,24 +54,47 @@ impl SmtpSink {
     /// Starts `/usr/bin/python3 -m aiosmtpd -n -l 127.0.0.1:P -c
     /// aiosmtpd.handlers.Mailbox DIR/maildir` and waits for its 220 greeting.
     pub fn start() -> Result<Self> {
+        Self::start_with(SinkTls::None)
+    }
+
+    /// Starts a sink that speaks `tls`, with a certificate for `127.0.0.1` from a fresh
+    /// test CA ([`SmtpSink::ca`]).
+    pub fn start_with(tls: SinkTls) -> Result<Self> {
         let python = require_python_modules(&["aiosmtpd"], PACKAGES)?;
         let dir = tempfile::Builder::new()
             .prefix("otpgate-smtp-")
             .tempdir()
             .map_err(|err| HarnessError::io("creating a temporary directory", err))?;
-        let (port, process) =
-            start_on_free_port(|port| Ok((port, spawn(&python, dir.path(), port)?)))?;
+        let ca = match tls {
+            SinkTls::None => None,
+            SinkTls::StartTls | SinkTls::Smtps => Some(TestCa::create(dir.path())?),
+        };
+        let (port, process) = start_on_free_port(|port| {
+            Ok((port, spawn(&python, dir.path(), port, tls, ca.as_ref())?))
+        })?;
         Ok(Self {
             process: Some(process),
             port,
+            tls,
+            ca,
             python,
             dir,
         })
     }
 
-    /// `smtp://127.0.0.1:PORT` (plain SMTP, no TLS).
+    /// The URL otpgate's `[smtp] url` takes: `smtp://127.0.0.1:PORT`, with
+    /// `?tls=required` for STARTTLS, or `smtps://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("smtp://127.0.0.1:{}", self.port)
+        match self.tls {
+            SinkTls::None => format!("smtp://127.0.0.1:{}", self.port),
+            SinkTls::StartTls => format!("smtp://127.0.0.1:{}?tls=required", self.port),
+            SinkTls::Smtps => format!("smtps://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// The test CA that signed the sink's certificate (`None` for plain SMTP).
+    pub fn ca(&self) -> Option<&TestCa> {
+        self.ca.as_ref()
     }
 
     /// The port (the same after [`SmtpSink::start_again`]).
@@ -121,7 +160,13 @@ impl SmtpSink {
                 "the SMTP sink is already running".into(),
             ));
         }
-        self.process = Some(spawn(&self.python, self.dir.path(), self.port)?);
+        self.process = Some(spawn(
+            &self.python,
+            self.dir.path(),
+            self.port,
+            self.tls,
+            self.ca.as_ref(),
+        )?);
         Ok(())
     }
 
@@ -131,15 +176,38 @@ impl SmtpSink {
     }
 }
 
-/// Starts aiosmtpd on `port` and waits for its greeting.
-fn spawn(python: &Path, dir: &Path, port: u16) -> Result<ServerProcess> {
+/// Starts aiosmtpd on `port` and waits until it is ready: its greeting, or for SMTPS
+/// (whose greeting comes after the TLS handshake) an accepted connection.
+fn spawn(
+    python: &Path,
+    dir: &Path,
+    port: u16,
+    tls: SinkTls,
+    ca: Option<&TestCa>,
+) -> Result<ServerProcess> {
     let mut command = Command::new(python);
+    command.args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")]);
+    let flags = match tls {
+        SinkTls::None => None,
+        SinkTls::StartTls => Some(["--tlscert", "--tlskey"]),
+        SinkTls::Smtps => Some(["--smtpscert", "--smtpskey"]),
+    };
+    if let Some([cert_flag, key_flag]) = flags {
+        let ca = ca.ok_or_else(|| HarnessError::Usage("a TLS sink needs its CA".into()))?;
+        command
+            .arg(cert_flag)
+            .arg(&ca.server_cert)
+            .arg(key_flag)
+            .arg(&ca.server_key);
+    }
     command
-        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
         .args(["-c", "aiosmtpd.handlers.Mailbox"])
         .arg(dir.join("maildir"));
     let mut process = ServerProcess::spawn("aiosmtpd", command, &dir.join("smtp.log"))?;
-    process.wait_ready(|| greets(port))?;
+    match tls {
+        SinkTls::Smtps => process.wait_ready(|| TcpStream::connect(("127.0.0.1", port)).is_ok())?,
+        SinkTls::None | SinkTls::StartTls => process.wait_ready(|| greets(port))?,
+    }
     Ok(process)
 }
 
