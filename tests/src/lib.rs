@@ -21,7 +21,8 @@
 //! - [`tls`]: [`tls::TestCa`], a throwaway CA and server certificate for LDAPS.
 //! - [`users`]: the test users ([`USERS`]: [`ALICE`], [`BOB`], [`CAROL`], [`DAVE`],
 //!   [`WEIRD`], [`ALICEX`]) and the bulk users' names and passwords.
-//! - [`redis`]: [`Redis`] (standalone), [`RedisCluster`] (masters only) and a tiny RESP
+//! - [`redis`]: [`Redis`] (standalone), [`RedisCluster`] (masters only), [`RedisSentinel`]
+//!   (a master, a replica and a Sentinel, with failover) and a tiny RESP
 //!   client for probing and inspecting keys.
 //! - [`smtp`]: [`SmtpSink`], aiosmtpd storing into a maildir; [`mail`]: [`Mail`], a
 //!   received message decoded for assertions.
@@ -69,7 +70,7 @@ pub use error::{HarnessError, Result};
 pub use mail::Mail;
 pub use ports::{free_tcp_port, free_udp_port};
 pub use process::{READY_TIMEOUT, wait_until};
-pub use redis::{Redis, RedisCluster, Resp};
+pub use redis::{Redis, RedisCluster, RedisSentinel, Resp};
 pub use serve::{OtpgateServe, radius_section, write_radius_secret};
 pub use slapd::{Slapd, SlapdOptions};
 pub use smtp::{SinkTls, SmtpSink};

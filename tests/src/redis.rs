@@ -1,5 +1,5 @@
-//! Throwaway `redis-server`s: a standalone one ([`Redis`]) and a 3-master cluster
-//! ([`RedisCluster`]), with a tiny RESP client ([`resp_command`]) for probing and for
+//! Throwaway `redis-server`s: a standalone one ([`Redis`]), a 3-master cluster
+//! ([`RedisCluster`]) and a master with a replica under a Sentinel ([`RedisSentinel`]), with a tiny RESP client ([`resp_command`]) for probing and for
 //! tests that inspect keys.
 
 use std::io::{BufRead, BufReader, Write};
@@ -293,6 +293,200 @@ impl RedisCluster {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// How long a Sentinel failover may take.
+const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A master, one replica and one Sentinel (quorum 1) watching them, killed and reaped on
+/// drop: enough to test that the store follows the master the Sentinel names, across a
+/// failover.
+#[derive(Debug)]
+pub struct RedisSentinel {
+    /// The master, the replica and the Sentinel, held only to be killed on drop;
+    /// declared first: killed before `dir` goes.
+    _processes: Vec<ServerProcess>,
+    /// The Sentinel's port.
+    sentinel: u16,
+    /// The first master's port (a replica after [`RedisSentinel::failover`]).
+    first: u16,
+    /// The first replica's port (the master after a failover).
+    second: u16,
+    /// `sentinel.conf` (Sentinel rewrites it) and each server's `redis.log`.
+    dir: TempDir,
+}
+
+impl RedisSentinel {
+    /// The name the Sentinel monitors the master under.
+    pub const MASTER_NAME: &'static str = "otpgate-test";
+
+    /// Starts the master, a replica of it, and a Sentinel that monitors the master, and
+    /// waits until the replica is in sync and the Sentinel knows it.
+    pub fn start() -> Result<Self> {
+        let binary = require_binary("redis-server", PACKAGES)?;
+        let dir = temp_dir("otpgate-redis-sentinel-")?;
+        let mut processes = Vec::new();
+        let first_dir = dir.path().join("first");
+        let second_dir = dir.path().join("second");
+        for sub in [&first_dir, &second_dir] {
+            std::fs::create_dir(sub)
+                .map_err(|err| HarnessError::io(format!("creating {}", sub.display()), err))?;
+        }
+        let (first, master) =
+            start_on_free_port(|port| Ok((port, spawn(&binary, &first_dir, port, &[])?)))?;
+        processes.push(master);
+        let first_text = first.to_string();
+        let (second, replica) = start_on_free_port(|port| {
+            let extra = ["--replicaof", "127.0.0.1", &first_text];
+            Ok((port, spawn(&binary, &second_dir, port, &extra)?))
+        })?;
+        processes.push(replica);
+        let synced =
+            || info(second, "replication").is_some_and(|i| i.contains("master_link_status:up"));
+        if !wait_until(FAILOVER_TIMEOUT, synced) {
+            return Err(HarnessError::Protocol(format!(
+                "the replica on port {second} did not sync with the master on port {first}"
+            )));
+        }
+        let (sentinel, process) = start_on_free_port(|port| {
+            let conf = dir.path().join("sentinel.conf");
+            let text = format!(
+                "bind 127.0.0.1\nport {port}\ndir {}\n\
+                 sentinel monitor {} 127.0.0.1 {first} 1\n\
+                 sentinel down-after-milliseconds {} 2000\n\
+                 sentinel failover-timeout {} 10000\n",
+                dir.path().display(),
+                Self::MASTER_NAME,
+                Self::MASTER_NAME,
+                Self::MASTER_NAME,
+            );
+            std::fs::write(&conf, text)
+                .map_err(|err| HarnessError::io(format!("writing {}", conf.display()), err))?;
+            let mut command = Command::new(&binary);
+            command.arg(&conf).arg("--sentinel");
+            let mut process =
+                ServerProcess::spawn("redis-sentinel", command, &dir.path().join("sentinel.log"))?;
+            process.wait_ready(|| ping(port))?;
+            Ok((port, process))
+        })?;
+        processes.push(process);
+        let this = Self {
+            _processes: processes,
+            sentinel,
+            first,
+            second,
+            dir,
+        };
+        let knows_replica = || {
+            matches!(
+                resp_command(sentinel, &["SENTINEL", "REPLICAS", Self::MASTER_NAME]),
+                Ok(Resp::Array(Some(replicas))) if !replicas.is_empty()
+            )
+        };
+        if !wait_until(FAILOVER_TIMEOUT, knows_replica) {
+            return Err(HarnessError::Protocol(
+                "the sentinel did not discover the replica".into(),
+            ));
+        }
+        Ok(this)
+    }
+
+    /// `redis://127.0.0.1:PORT` of the Sentinel.
+    pub fn sentinel_urls(&self) -> Vec<String> {
+        vec![format!("redis://127.0.0.1:{}", self.sentinel)]
+    }
+
+    /// The port of the master the Sentinel names now.
+    pub fn master_port(&self) -> Result<u16> {
+        match resp_command(
+            self.sentinel,
+            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", Self::MASTER_NAME],
+        )? {
+            Resp::Array(Some(addr)) => addr
+                .get(1)
+                .and_then(Resp::as_text)
+                .and_then(|port| port.parse().ok())
+                .ok_or_else(|| HarnessError::Protocol(format!("sentinel answered {addr:?}"))),
+            other => Err(HarnessError::Protocol(format!(
+                "sentinel answered {other:?}"
+            ))),
+        }
+    }
+
+    /// Waits until the replica has every write the master has acknowledged, so a
+    /// failover loses nothing (Redis replicates asynchronously).
+    pub fn wait_replicated(&self) -> Result<()> {
+        let offset = |port: u16, key: &str| {
+            info(port, "replication").and_then(|i| {
+                i.lines()
+                    .find_map(|line| line.strip_prefix(key))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            })
+        };
+        let caught_up = || match (
+            offset(self.first, "master_repl_offset:"),
+            offset(self.second, "slave_repl_offset:"),
+        ) {
+            (Some(master), Some(replica)) => replica >= master,
+            _ => false,
+        };
+        if wait_until(FAILOVER_TIMEOUT, caught_up) {
+            Ok(())
+        } else {
+            Err(HarnessError::Protocol(
+                "the replica did not catch up".into(),
+            ))
+        }
+    }
+
+    /// Asks the Sentinel to fail over and waits until it names the replica as master
+    /// and the replica says it is one. The Sentinel refuses (`NOGOODSLAVE`) until it has
+    /// read the replica's own INFO, so the request is repeated until it is taken.
+    pub fn failover(&self) -> Result<()> {
+        let mut last = None;
+        let taken =
+            || match resp_command(self.sentinel, &["SENTINEL", "FAILOVER", Self::MASTER_NAME]) {
+                Ok(Resp::Simple(ok)) if ok == "OK" => true,
+                other => {
+                    last = Some(other);
+                    false
+                }
+            };
+        if !wait_until(FAILOVER_TIMEOUT, taken) {
+            return Err(HarnessError::Protocol(format!(
+                "SENTINEL FAILOVER was not taken within {FAILOVER_TIMEOUT:?}: {last:?}"
+            )));
+        }
+        let done = || {
+            self.master_port().ok() == Some(self.second)
+                && info(self.second, "replication").is_some_and(|i| i.contains("role:master"))
+        };
+        if wait_until(FAILOVER_TIMEOUT, done) {
+            Ok(())
+        } else {
+            Err(HarnessError::Protocol(format!(
+                "no failover to port {} within {FAILOVER_TIMEOUT:?}",
+                self.second
+            )))
+        }
+    }
+
+    /// The ports of the first master and of its replica.
+    pub fn server_ports(&self) -> [u16; 2] {
+        [self.first, self.second]
+    }
+
+    /// The temporary directory (the logs, `sentinel.conf`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// `INFO section` of the server on `port`, if it answers.
+fn info(port: u16, section: &str) -> Option<String> {
+    resp_command(port, &["INFO", section])
+        .ok()
+        .and_then(|reply| reply.as_text())
 }
 
 fn temp_dir(prefix: &str) -> Result<TempDir> {

@@ -213,3 +213,46 @@ async fn an_outage_fails_closed_and_heals() {
     // operation works again.
     conformance::run_all(&store, "after").await;
 }
+
+/// Through a Sentinel: the conformance suite on the master it names, then a failover to
+/// the replica, after which the store follows the new master and the replay state that
+/// was replicated is still there — a replayed step stays refused, a later one is
+/// accepted. While the store finds its way, an operation may fail (closed), never
+/// accept a replay.
+#[tokio::test(flavor = "multi_thread")]
+async fn sentinel_conformance_and_a_failover() {
+    use otpgate_core::store::StepOutcome;
+    let redis = otpgate_tests::RedisSentinel::start().unwrap();
+    let target = RedisTarget::Sentinel {
+        master_name: otpgate_tests::RedisSentinel::MASTER_NAME.into(),
+        urls: redis.sentinel_urls(),
+    };
+    let store = RedisStore::connect(&target, "otpgate:", Duration::from_secs(2))
+        .await
+        .unwrap();
+    conformance::run_all(&store, "sentinel").await;
+
+    let u = UserName::parse("failover-user").unwrap();
+    assert_eq!(
+        store.accept_totp_step(&u, 100, T0).await.unwrap(),
+        StepOutcome::Accepted
+    );
+    redis.wait_replicated().unwrap();
+    redis.failover().unwrap();
+    assert_eq!(redis.master_port().unwrap(), redis.server_ports()[1]);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let replay = loop {
+        match store.accept_totp_step(&u, 100, T0).await {
+            Ok(outcome) => break outcome,
+            Err(StoreError::Unavailable(_)) if Instant::now() < deadline => continue,
+            Err(err) => panic!("the store did not follow the failover: {err}"),
+        }
+    };
+    assert_ne!(replay, StepOutcome::Accepted, "a replay after the failover");
+    assert_eq!(
+        store.accept_totp_step(&u, 101, T0).await.unwrap(),
+        StepOutcome::Accepted,
+        "the new master takes writes"
+    );
+}
