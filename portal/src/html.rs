@@ -74,6 +74,20 @@ pub fn button_form(
     )
 }
 
+/// A form that posts one code field to `action`, with its label and button.
+pub fn code_form(action: &str, csrf: &str, label: &str, button_id: &str, button: &str) -> String {
+    format!(
+        r#"<form method="post" action="{action}">{csrf}
+<label for="code">{label}</label><input type="text" id="code" name="code" inputmode="numeric" autocomplete="one-time-code" maxlength="12" required>
+<button type="submit" id="{button_id}">{button}</button></form>"#,
+        action = esc(action),
+        csrf = csrf_field(csrf),
+        label = esc(label),
+        button_id = esc(button_id),
+        button = esc(button),
+    )
+}
+
 /// The whole page.
 pub fn page(l: &Layout<'_>, body: &str) -> String {
     let lang = l.lang;

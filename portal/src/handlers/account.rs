@@ -8,7 +8,7 @@ use otpgate_core::service::{CodeCheck, Enrollment, UserStatus};
 
 use super::{Body, signed, try_page};
 use crate::error::{error_block, refusal};
-use crate::html::{button_form, csrf_field, esc};
+use crate::html::{button_form, code_form, csrf_field, esc};
 use crate::i18n::Lang;
 use crate::session::Signed;
 use crate::visit::Visit;
@@ -92,14 +92,16 @@ fn address_body(v: &Visit, st: &UserStatus, error: Option<&str>) -> String {
     );
     if let Some(pending) = &st.pending_address {
         body.push_str(&format!(
-            r#"<section><h2>{h}</h2><p>{p}</p><form method="post" action="/address/confirm">{csrf_f}
-<label for="code">{l_code}</label><input type="text" id="code" name="code" inputmode="numeric" autocomplete="one-time-code" maxlength="12" required>
-<button type="submit" id="confirm-address">{b}</button></form></section>"#,
+            r#"<section><h2>{h}</h2><p>{p}</p>{form}</section>"#,
             h = esc(v.t("address.confirm_title")),
             p = esc(&v.t("address.pending").replace("{address}", pending)),
-            csrf_f = csrf_field(&csrf),
-            l_code = esc(v.t("address.code")),
-            b = esc(v.t("address.confirm")),
+            form = code_form(
+                "/address/confirm",
+                &csrf,
+                v.t("address.code"),
+                "confirm-address",
+                v.t("address.confirm")
+            ),
         ));
     }
     body
@@ -181,16 +183,18 @@ fn app_body(v: &Visit, st: &UserStatus, error: Option<&str>) -> String {
     if st.state == "app-enrolled" {
         format!(
             r#"{error}<p id="app-enrolled">{p}</p>
-<section><h2>{h_other}</h2><p>{p_other}</p><form method="post" action="/app/another">{csrf_f}
-<label for="code">{l_code}</label><input type="text" id="code" name="code" inputmode="numeric" autocomplete="one-time-code" maxlength="12" required>
-<button type="submit" id="show-again">{b_other}</button></form></section>
+<section><h2>{h_other}</h2><p>{p_other}</p>{other}</section>
 <section><h2>{h_reset}</h2><p>{p_reset}</p>{reset}</section>{warning}"#,
             p = esc(v.t("app.enrolled")),
             h_other = esc(v.t("app.another_title")),
             p_other = esc(v.t("app.another_text")),
-            csrf_f = csrf_field(&csrf),
-            l_code = esc(v.t("code.label")),
-            b_other = esc(v.t("app.another_button")),
+            other = code_form(
+                "/app/another",
+                &csrf,
+                v.t("code.label"),
+                "show-again",
+                v.t("app.another_button")
+            ),
             h_reset = esc(v.t("lost.title")),
             p_reset = esc(v.t("app.reset_text")),
             reset = button_form("/reset", &csrf, &[], v.t("lost.button"), "secondary"),
@@ -228,14 +232,7 @@ fn secret_body(v: &Visit, e: &Enrollment, confirm: bool) -> Result<String, CoreE
         secret = esc(&grouped.join(" ")),
     ));
     if confirm {
-        body.push_str(&format!(
-            r#"<form method="post" action="/app/confirm">{csrf_f}
-<label for="code">{l}</label><input type="text" id="code" name="code" inputmode="numeric" autocomplete="one-time-code" maxlength="12" required>
-<button type="submit" id="confirm-app">{b}</button></form>"#,
-            csrf_f = csrf_field(&v.csrf()),
-            l = esc(v.t("app.confirm_label")),
-            b = esc(v.t("app.confirm")),
-        ));
+        body.push_str(&app_confirm_form(v));
     } else {
         body.push_str(&format!(
             r#"<p><a href="/">{}</a></p>"#,
@@ -243,6 +240,16 @@ fn secret_body(v: &Visit, e: &Enrollment, confirm: bool) -> Result<String, CoreE
         ));
     }
     Ok(body)
+}
+
+fn app_confirm_form(v: &Visit) -> String {
+    code_form(
+        "/app/confirm",
+        &v.csrf(),
+        v.t("app.confirm_label"),
+        "confirm-app",
+        v.t("app.confirm"),
+    )
 }
 
 /// POST /app/enroll: a new pending secret, shown once.
@@ -292,13 +299,9 @@ pub async fn app_confirm_post(mut v: Visit, body: Body) -> Response {
         Err(CoreError::Refused(r)) => {
             let csrf = v.csrf();
             let body = format!(
-                r#"{err}<form method="post" action="/app/confirm">{csrf_f}
-<label for="code">{l}</label><input type="text" id="code" name="code" inputmode="numeric" autocomplete="one-time-code" maxlength="12" required>
-<button type="submit" id="confirm-app">{b}</button></form><section>{again}</section>"#,
+                r#"{err}{form}<section>{again}</section>"#,
                 err = error_block(&refusal(v.lang, &r)),
-                csrf_f = csrf_field(&csrf),
-                l = esc(v.t("app.confirm_label")),
-                b = esc(v.t("app.confirm")),
+                form = app_confirm_form(&v),
                 again = button_form("/app/enroll", &csrf, &[], v.t("app.restart"), "secondary"),
             );
             let title = v.t("app.setup_title");

@@ -12,6 +12,7 @@ use otpgate_core::{CoreError, Refusal};
 use super::{Body, try_page};
 use crate::app::metric;
 use crate::error::{error_block, refusal};
+use crate::form::Form;
 use crate::html::{csrf_field, esc};
 use crate::session::{Signed, Stage};
 use crate::visit::Visit;
@@ -222,6 +223,31 @@ fn pending_user(v: &Visit) -> Option<UserName> {
     }
 }
 
+/// Why a post on the code page stops early.
+enum Step {
+    /// The form was refused (this page says why).
+    Response(Response),
+    /// No password step in this session.
+    Back,
+    /// Over the rate limit.
+    TooMany,
+}
+
+/// The form (CSRF checked), the user waiting for a code, and the rate limit.
+fn pending_step(v: &mut Visit, body: Body) -> Result<(Form, UserName), Step> {
+    let form = v.form(body).map_err(Step::Response)?;
+    let user = pending_user(v).ok_or(Step::Back)?;
+    if !v.app.limiter.allow(v.remote) {
+        return Err(Step::TooMany);
+    }
+    Ok((form, user))
+}
+
+fn too_many(v: Visit) -> Response {
+    let msg = esc(v.t("err.too_many.text"));
+    code_page_with(v, StatusCode::TOO_MANY_REQUESTS, Some(&msg))
+}
+
 /// GET /login/code.
 pub async fn code_page(v: Visit) -> Response {
     if pending_user(&v).is_none() {
@@ -232,14 +258,12 @@ pub async fn code_page(v: Visit) -> Response {
 
 /// POST /login/code: the second factor.
 pub async fn code_post(mut v: Visit, body: Body) -> Response {
-    let form = try_page!(v.form(body));
-    let Some(user) = pending_user(&v) else {
-        return v.redirect("/login");
+    let (form, user) = match pending_step(&mut v, body) {
+        Ok(found) => found,
+        Err(Step::Response(r)) => return r,
+        Err(Step::Back) => return v.redirect("/login"),
+        Err(Step::TooMany) => return too_many(v),
     };
-    if !v.app.limiter.allow(v.remote) {
-        let msg = esc(v.t("err.too_many.text"));
-        return code_page_with(v, StatusCode::TOO_MANY_REQUESTS, Some(&msg));
-    }
     let ctx = v.ctx();
     let core = v.app.core.clone();
     match core.verify_code(&user, form.str("code")).await {
@@ -269,14 +293,12 @@ pub async fn code_post(mut v: Visit, body: Body) -> Response {
 
 /// POST /login/help: "Can't log in?" — a mailed code, or a helpdesk request.
 pub async fn help_post(mut v: Visit, body: Body) -> Response {
-    let _form = try_page!(v.form(body));
-    let Some(user) = pending_user(&v) else {
-        return v.redirect("/login");
+    let (_form, user) = match pending_step(&mut v, body) {
+        Ok(found) => found,
+        Err(Step::Response(r)) => return r,
+        Err(Step::Back) => return v.redirect("/login"),
+        Err(Step::TooMany) => return too_many(v),
     };
-    if !v.app.limiter.allow(v.remote) {
-        let msg = esc(v.t("err.too_many.text"));
-        return code_page_with(v, StatusCode::TOO_MANY_REQUESTS, Some(&msg));
-    }
     let ctx = v.ctx();
     match v.app.core.request_login_code(&user, &ctx).await {
         Ok(CodeDelivery::Mailed { masked_address }) => {
@@ -307,14 +329,12 @@ fn helpdesk_page(v: Visit) -> Response {
 
 /// POST /login/reset: "Lost your device?" from the code page — mails a reset link.
 pub async fn reset_request_post(mut v: Visit, body: Body) -> Response {
-    let _form = try_page!(v.form(body));
-    let Some(user) = pending_user(&v) else {
-        return v.redirect("/login");
+    let (_form, user) = match pending_step(&mut v, body) {
+        Ok(found) => found,
+        Err(Step::Response(r)) => return r,
+        Err(Step::Back) => return v.redirect("/login"),
+        Err(Step::TooMany) => return too_many(v),
     };
-    if !v.app.limiter.allow(v.remote) {
-        let msg = esc(v.t("err.too_many.text"));
-        return code_page_with(v, StatusCode::TOO_MANY_REQUESTS, Some(&msg));
-    }
     let ctx = v.ctx();
     match v.app.core.request_reset(&user, &ctx).await {
         Ok(delivery) => {

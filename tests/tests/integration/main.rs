@@ -6,5 +6,6 @@ mod core_rules;
 mod directory;
 mod harness_selftest;
 mod portal;
+mod portal_browser;
 mod radius;
 mod store;
