@@ -34,6 +34,9 @@ pub enum Command {
         /// RADIUS port on 127.0.0.1 (0 picks a free one).
         #[arg(long, default_value_t = 18120)]
         radius_port: u16,
+        /// Portal port on 127.0.0.1 (plain HTTP; 0 picks a free one).
+        #[arg(long, default_value_t = 8080)]
+        portal_port: u16,
     },
     /// Manage one user.
     User {

@@ -51,7 +51,11 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
 }
 
 /// Lays out the demo folder; returns the config path and the RADIUS secret.
-fn prepare(dir: &Path, radius_port: u16) -> Result<(std::path::PathBuf, String), Failure> {
+fn prepare(
+    dir: &Path,
+    radius_port: u16,
+    portal_port: u16,
+) -> Result<(std::path::PathBuf, String), Failure> {
     fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
         .map_err(io("cannot protect", dir))?;
@@ -82,7 +86,7 @@ fn prepare(dir: &Path, radius_port: u16) -> Result<(std::path::PathBuf, String),
          [radius]\nlisten = [\"127.0.0.1:{radius_port}\"]\nmode = \"auto\"\nreject_delay = \"1s\"\n\n\
          [[radius.clients]]\nname = \"localhost\"\naddress = \"127.0.0.1/32\"\nsecret_file = \"radius.secret\"\n\n\
          [[radius.groups]]\ngroup = \"vpn-staff\"\nfilter_id = \"staff\"\n\n\
-         [portal]\nlisten = \"127.0.0.1:8080\"\npublic_url = \"http://127.0.0.1:8080\"\n"
+         [portal]\nlisten = \"127.0.0.1:{portal_port}\"\npublic_url = \"http://127.0.0.1:{portal_port}\"\n"
     );
     let path = dir.join("otpgate.toml");
     fs::write(&path, config).map_err(io("cannot write", &path))?;
@@ -128,8 +132,13 @@ async fn enroll_demo_user(core: &Core) -> Result<TotpSecret, CoreError> {
     Ok(secret)
 }
 
-pub async fn run(dir: &Path, radius_port: u16, json: bool) -> Result<(), Failure> {
-    let (path, radius_secret) = prepare(dir, radius_port)?;
+pub async fn run(
+    dir: &Path,
+    radius_port: u16,
+    portal_port: u16,
+    json: bool,
+) -> Result<(), Failure> {
+    let (path, radius_secret) = prepare(dir, radius_port, portal_port)?;
     let config = otpgate_config::load(&path)?;
     let core = open(&config).await?;
     let secret = enroll_demo_user(&core).await?;

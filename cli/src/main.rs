@@ -105,7 +105,11 @@ async fn run(args: Args) -> Result<(), Failure> {
             let config = otpgate_config::load(&args.config)?;
             serve::serve(config).await
         }
-        Command::Demo { dir, radius_port } => demo::run(&dir, radius_port, json).await,
+        Command::Demo {
+            dir,
+            radius_port,
+            portal_port,
+        } => demo::run(&dir, radius_port, portal_port, json).await,
         Command::User { command } => {
             let core = open_core(&args.config).await?;
             user::user(&core, command, json).await

@@ -77,8 +77,10 @@ pub async fn run_doors(
         tracing::info!(address = %local, "listening on metrics http");
     }
 
-    // The portal (HTTPS) is started here too once it is built: bind its listener,
-    // print `listening on portal https ADDR`, and spawn it with `shutdown.clone()`.
+    let portal = match &config.portal {
+        Some(p) => Some(start_portal(&config, p, core.clone(), shutdown.clone()).await?),
+        None => None,
+    };
 
     let (clients_tx, clients_rx) = watch::channel(Arc::new(table));
     let signals = tokio::spawn(handle_signals(
@@ -100,7 +102,49 @@ pub async fn run_doors(
     .await;
     shutdown.cancel();
     signals.abort();
+    if let Some(portal) = portal {
+        match portal.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("portal: {e}"),
+            Err(e) => tracing::error!("portal task: {e}"),
+        }
+    }
     result.map_err(|e| Failure::Config(format!("{}: {e}", config.path.display())))
+}
+
+/// Binds the portal, prints its `listening on portal https ADDR` line, and runs it until
+/// `shutdown` (it drains its connections then).
+async fn start_portal(
+    config: &Config,
+    portal: &otpgate_config::PortalConfig,
+    core: Arc<Core>,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<Result<(), otpgate_portal::PortalError>>, Failure> {
+    let tls = match (&portal.tls_cert_file, &portal.tls_key_file) {
+        (Some(cert), Some(key)) => Some(Arc::new(
+            otpgate_portal::tls_config(cert, key)
+                .map_err(|e| Failure::Config(format!("{}: {e}", config.path.display())))?,
+        )),
+        _ => None,
+    };
+    let listener = tokio::net::TcpListener::bind(portal.listen)
+        .await
+        .map_err(|e| Failure::Config(format!("portal: cannot bind tcp {}: {e}", portal.listen)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Failure::Config(format!("portal: tcp {}: {e}", portal.listen)))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if tls.is_none() {
+        tracing::warn!(
+            "portal: no tls_cert_file/tls_key_file: serving plain HTTP; put a TLS-terminating proxy in front (cookies are Secure)"
+        );
+    }
+    eprintln!("listening on portal {scheme} {local}");
+    tracing::info!(address = %local, "listening on portal {scheme}");
+    let options = otpgate_portal::PortalOptions::from_config(portal, config);
+    Ok(tokio::spawn(otpgate_portal::run(
+        listener, tls, core, options, shutdown,
+    )))
 }
 
 /// SIGTERM and SIGINT stop the server (gracefully); SIGHUP reloads the clients.

@@ -31,6 +31,9 @@
 //! - [`ports`]: loopback ports picked by the kernel, and starting with retries.
 //! - [`serve`]: [`OtpgateServe`], the real `otpgate serve` on ports it picks, read from
 //!   its `listening on` lines; signals, logs and metrics.
+//! - [`portal`]: [`portal::PortalTls`] (a `[portal]` section with a test certificate) and
+//!   [`portal::PortalClient`], an HTTPS client that keeps cookies and fills CSRF tokens.
+//! - [`webdriver`]: chromedriver and headless Chromium, driven over WebDriver.
 //! - [`artifacts`]: the `otpgate` binary and `pam_otpgate.so`, built once per test run.
 //! - [`binary`]: [`require_binary`], which turns a missing server into a failure that
 //!   names the install command; never a silent skip.
@@ -54,6 +57,7 @@ pub mod config;
 pub mod error;
 pub mod files;
 pub mod mail;
+pub mod portal;
 pub mod ports;
 mod process;
 pub mod redis;
@@ -62,6 +66,7 @@ pub mod slapd;
 pub mod smtp;
 pub mod tls;
 pub mod users;
+pub mod webdriver;
 
 pub use artifacts::{otpgate_binary, pam_module};
 pub use binary::{require_binary, require_python_modules};

@@ -29,6 +29,8 @@ use crate::process::{ServerProcess, log_tail, wait_until};
 const RADIUS_LINE: &str = "listening on radius udp ";
 /// The line prefix for the metrics listener.
 const METRICS_LINE: &str = "listening on metrics http ";
+/// The line prefix for the portal (HTTPS when it has a certificate).
+const PORTAL_LINE: &str = "listening on portal https ";
 
 /// A `[radius]` section on `127.0.0.1:0` with one client, `localhost`
 /// (`127.0.0.1/32`, Message-Authenticator required), whose secret is read from
@@ -56,6 +58,7 @@ pub struct OtpgateServe {
     process: ServerProcess,
     radius: Vec<SocketAddr>,
     metrics: Option<SocketAddr>,
+    portal: Option<SocketAddr>,
     /// Holds the log file.
     _dir: tempfile::TempDir,
 }
@@ -85,12 +88,14 @@ impl OtpgateServe {
             command.env(k, v);
         }
         let mut process = ServerProcess::spawn("otpgate serve", command, &log)?;
-        let wants_metrics = std::fs::read_to_string(config)
-            .map(|t| t.contains("[metrics]"))
-            .unwrap_or(false);
+        let config_text = std::fs::read_to_string(config).unwrap_or_default();
+        let wants_metrics = config_text.contains("[metrics]");
+        let wants_portal = config_text.contains("[portal]");
         process.wait_ready(|| {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            text.contains(RADIUS_LINE) && (!wants_metrics || text.contains(METRICS_LINE))
+            text.contains(RADIUS_LINE)
+                && (!wants_metrics || text.contains(METRICS_LINE))
+                && (!wants_portal || text.contains(PORTAL_LINE))
         })?;
         let text = std::fs::read_to_string(&log)
             .map_err(|e| HarnessError::io(format!("reading {}", log.display()), e))?;
@@ -111,6 +116,7 @@ impl OtpgateServe {
             process,
             radius,
             metrics: addrs(METRICS_LINE).first().copied(),
+            portal: addrs(PORTAL_LINE).first().copied(),
             _dir: dir,
         })
     }
@@ -128,6 +134,11 @@ impl OtpgateServe {
     /// The metrics address, when `[metrics]` is configured.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics
+    }
+
+    /// The portal's base URL (`https://127.0.0.1:PORT`), when `[portal]` has TLS files.
+    pub fn portal_url(&self) -> Option<String> {
+        self.portal.map(|a| format!("https://{a}"))
     }
 
     /// What it has logged so far (stdout and stderr).

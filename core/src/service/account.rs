@@ -529,28 +529,34 @@ impl Core {
     }
 
     /// Follows a reset link: with the password verified just now and the mailed token,
-    /// removes the app and trusted devices.
+    /// removes the app and trusted devices. The consumed link is a one-time code the user
+    /// received at the notification address, so it yields an [`OtpVerified`] (method
+    /// "reset-link") that the portal turns into a login leading to app set-up.
     pub async fn complete_reset(
         &self,
         password: &PasswordVerified,
         token: &str,
         ctx: &RequestContext,
-    ) -> Result<(), CoreError> {
+    ) -> Result<OtpVerified, CoreError> {
         let user = password.user().clone();
-        let hash = self
-            .keys
-            .code_hash(&user, CodeSlot::Reset.as_str(), token.trim());
-        let consumed = self
-            .store
-            .consume_code(&user, CodeSlot::Reset, &hash, self.now())
-            .await
-            .map_err(store_error)?;
+        let token = token.trim();
+        let well_formed = token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit());
+        let hash = self.keys.code_hash(&user, CodeSlot::Reset.as_str(), token);
+        let consumed = if well_formed {
+            self.store
+                .consume_code(&user, CodeSlot::Reset, &hash, self.now())
+                .await
+                .map_err(store_error)?
+        } else {
+            None
+        };
         if consumed.is_none() {
             let e: Result<(), CoreError> = Err(Refusal::NothingOutstanding.into());
             self.audit_outcome(ctx, &user, "reset", "", &e).await;
-            return e;
+            return Err(Refusal::NothingOutstanding.into());
         }
-        self.reset(&user, ctx).await
+        self.reset(&user, ctx).await?;
+        Ok(OtpVerified::made(user, super::OtpMethod::ResetLink))
     }
 
     /// Clears failures and the lock.

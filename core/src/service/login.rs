@@ -98,6 +98,13 @@ pub struct OtpVerified {
 }
 
 impl OtpVerified {
+    /// Made by the core's own checks (here and in `account`) only.
+    pub(crate) fn made(user: UserName, method: OtpMethod) -> Self {
+        Self { user, method }
+    }
+}
+
+impl OtpVerified {
     /// The user.
     pub fn user(&self) -> &UserName {
         &self.user
@@ -116,6 +123,8 @@ pub enum OtpMethod {
     Totp,
     /// A mailed or helpdesk-issued 8-digit code.
     OneTimeCode,
+    /// A mailed reset link, followed with the password (the portal's reset).
+    ResetLink,
 }
 
 impl OtpMethod {
@@ -123,6 +132,7 @@ impl OtpMethod {
         match self {
             OtpMethod::Totp => "totp",
             OtpMethod::OneTimeCode => "one-time-code",
+            OtpMethod::ResetLink => "reset-link",
         }
     }
 }
@@ -185,6 +195,16 @@ impl FactorStatus {
         (!self.has_totp).then(|| NotEnrolled {
             user: self.user.clone(),
         })
+    }
+
+    /// The proof that the user has no second factor at all: no app and no notification
+    /// address (a registered address counts, since a mailed code can be asked for). The
+    /// portal lets such a user in with the password alone, to set one up.
+    pub fn no_second_factor(&self) -> Option<NotEnrolled> {
+        if self.has_address {
+            return None;
+        }
+        self.not_enrolled()
     }
 }
 

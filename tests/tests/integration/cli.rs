@@ -246,7 +246,15 @@ fn the_demo_serves_a_working_radius_login() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Child(
         Command::new(otpgate_binary().unwrap())
-            .args(["demo", "--radius-port", "0", "--json", "--dir"])
+            .args([
+                "demo",
+                "--radius-port",
+                "0",
+                "--portal-port",
+                "0",
+                "--json",
+                "--dir",
+            ])
             .arg(dir.path().join("demo"))
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())

@@ -6,5 +6,7 @@ mod core_rules;
 mod directory;
 mod harness_selftest;
 mod mail;
+mod portal;
+mod portal_browser;
 mod radius;
 mod store;

@@ -1,0 +1,457 @@
+//! Signing in: ID and password, then the code (or a trusted browser), "Trust this
+//! browser", "Can't log in?" (a mailed code, or a helpdesk request), a reset link, and
+//! signing out.
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use otpgate_core::directory::{PasswordCheck, PasswordVerified};
+use otpgate_core::service::{Accepted, CodeCheck, CodeDelivery, FactorProof, PasswordProof};
+use otpgate_core::user::UserName;
+use otpgate_core::{CoreError, Refusal};
+
+use super::{Body, try_page};
+use crate::app::metric;
+use crate::error::{error_block, refusal};
+use crate::form::Form;
+use crate::html::{csrf_field, esc};
+use crate::session::{Signed, Stage};
+use crate::visit::Visit;
+
+fn count(result: &'static str) {
+    metrics::counter!(metric::REQUESTS, "door" => "portal", "result" => result).increment(1);
+}
+
+/// Whether the entry is in the configured operators' group (by DN or by `cn`).
+fn is_admin(v: &Visit, groups: &[String]) -> bool {
+    let Some(admin) = v.app.options.admin_group.as_deref() else {
+        return false;
+    };
+    groups.iter().any(|g| {
+        g.eq_ignore_ascii_case(admin)
+            || g.split(',')
+                .next()
+                .and_then(|rdn| rdn.trim().split_once('='))
+                .is_some_and(|(k, val)| {
+                    k.eq_ignore_ascii_case("cn") && val.eq_ignore_ascii_case(admin)
+                })
+    })
+}
+
+/// The session after an accept.
+fn signed_in(v: &Visit, accepted: Accepted) -> Signed {
+    Signed {
+        admin: is_admin(v, &accepted.entry.groups),
+        user: accepted.user,
+    }
+}
+
+fn login_form(v: &Visit, error: Option<&str>, user: &str) -> String {
+    format!(
+        r#"{error}<form method="post" action="/login">{csrf}
+<label for="user">{l_user}</label><input type="text" id="user" name="user" value="{user}" autocomplete="username" autocapitalize="none" required autofocus>
+<label for="password">{l_pw}</label><input type="password" id="password" name="password" autocomplete="current-password" required>
+<button type="submit" id="login">{l_next}</button></form>"#,
+        error = error.map(error_block).unwrap_or_default(),
+        csrf = csrf_field(&v.csrf()),
+        l_user = esc(v.t("login.user")),
+        l_pw = esc(v.t("login.password")),
+        l_next = esc(v.t("login.next")),
+        user = esc(user),
+    )
+}
+
+/// GET /login.
+pub async fn login_page(v: Visit) -> Response {
+    match v.session.stage {
+        Stage::Anonymous => {
+            let body = login_form(&v, None, "");
+            let title = v.t("login.title");
+            v.page(title, &body)
+        }
+        Stage::Password(_) => v.redirect("/login/code"),
+        _ => v.redirect("/"),
+    }
+}
+
+fn login_failed(v: Visit, user: &str, key: &str, status: StatusCode) -> Response {
+    let body = login_form(&v, Some(&esc(v.t(key))), user);
+    let title = v.t("login.title");
+    v.page_status(status, title, &body)
+}
+
+/// POST /login: the password step.
+pub async fn login_post(mut v: Visit, body: Body) -> Response {
+    let form = try_page!(v.form(body));
+    let name = form.str("user").trim().to_string();
+    if !v.app.limiter.allow(v.remote) {
+        return login_failed(v, &name, "err.too_many.text", StatusCode::TOO_MANY_REQUESTS);
+    }
+    let ctx = v.ctx();
+    let core = v.app.core.clone();
+    let Ok(user) = UserName::parse(&name) else {
+        count("reject");
+        return login_failed(v, &name, "login.failed", StatusCode::UNAUTHORIZED);
+    };
+    let proof = match core
+        .verify_password(&user, form.str("password").as_bytes())
+        .await
+    {
+        Ok(PasswordCheck::Verified(p)) => p,
+        Ok(PasswordCheck::Refused(r)) => {
+            core.reject(user.as_str(), &ctx, "password", &r).await;
+            count("reject");
+            return login_failed(v, &name, "login.failed", StatusCode::UNAUTHORIZED);
+        }
+        Err(e) => {
+            count("error");
+            return v.failure_page(&e);
+        }
+    };
+    drop(form);
+    // No fixation: the password step gets a new session id and CSRF token.
+    try_page!(v.rotate());
+    v.session.stage = Stage::Anonymous;
+    let status = match core.factor_status(&user).await {
+        Ok(s) => s,
+        Err(e) => return v.failure_page(&e),
+    };
+    if let Some(until) = status.locked_until {
+        core.reject(user.as_str(), &ctx, "password", &Refusal::Locked(until))
+            .await;
+        count("reject");
+        return login_failed(v, &name, "ref.locked", StatusCode::FORBIDDEN);
+    }
+    // A trusted browser skips the code (not the lockout, checked above).
+    if v.device.is_some() {
+        let device = try_page!(v.device_id());
+        match core.check_trusted(&user, &device).await {
+            Ok(Some(trusted)) => {
+                return finish_accept(v, proof, FactorProof::Trusted(trusted), None).await;
+            }
+            Ok(None) => {}
+            Err(e) => return v.failure_page(&e),
+        }
+    }
+    // Neither an app nor an address: the password alone opens a set-up session.
+    if let Some(none) = status.no_second_factor() {
+        return finish_accept(v, proof, FactorProof::NotEnrolled(none), None).await;
+    }
+    v.session.stage = Stage::Password(proof);
+    v.redirect("/login/code")
+}
+
+/// Accepts, stores the signed-in stage, and goes home.
+async fn finish_accept(
+    mut v: Visit,
+    proof: PasswordVerified,
+    factor: FactorProof,
+    remember: Option<otpgate_core::service::DeviceId>,
+) -> Response {
+    let limited = matches!(factor, FactorProof::NotEnrolled(_));
+    let ctx = v.ctx();
+    match v
+        .app
+        .core
+        .accept(
+            PasswordProof::Verified(proof),
+            factor,
+            &ctx,
+            remember.as_ref(),
+        )
+        .await
+    {
+        Ok(accepted) => {
+            count("accept");
+            if accepted.remembered.is_some() {
+                v.set_device_cookie();
+            }
+            let signed = signed_in(&v, accepted);
+            v.session.stage = if limited {
+                Stage::Limited(signed)
+            } else {
+                Stage::Full(signed)
+            };
+            v.redirect("/")
+        }
+        Err(e) => {
+            count("error");
+            v.session.stage = Stage::Anonymous;
+            v.failure_page(&e)
+        }
+    }
+}
+
+/// The code page's body, with an error or a notice above.
+fn code_body(v: &Visit, error: Option<&str>) -> String {
+    let csrf = v.csrf();
+    format!(
+        r#"{error}<form method="post" action="/login/code">{csrf_f}
+<label for="code">{l_code}</label><input type="text" id="code" name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9 ]*" maxlength="12" required autofocus>
+<label class="check"><input type="checkbox" id="trust" name="trust" value="on"> {l_trust}</label>
+<button type="submit" id="verify">{l_signin}</button></form>
+<section><h2>{h_help}</h2><p>{p_help}</p>
+<form method="post" action="/login/help">{csrf_f}<button type="submit" class="secondary" id="cant">{b_help}</button></form></section>
+<section><h2>{h_lost}</h2><p>{p_lost}</p>
+<form method="post" action="/login/reset">{csrf_f}<button type="submit" class="secondary" id="lost">{b_lost}</button></form></section>
+<p><form method="post" action="/logout" class="inline">{csrf_f}<button type="submit" class="link">{b_cancel}</button></form></p>"#,
+        error = error.map(error_block).unwrap_or_default(),
+        csrf_f = csrf_field(&csrf),
+        l_code = esc(v.t("code.label")),
+        l_trust = esc(v.t("code.trust")),
+        l_signin = esc(v.t("code.signin")),
+        h_help = esc(v.t("help.title")),
+        p_help = esc(v.t("help.text")),
+        b_help = esc(v.t("help.button")),
+        h_lost = esc(v.t("lost.title")),
+        p_lost = esc(v.t("lost.text")),
+        b_lost = esc(v.t("lost.button")),
+        b_cancel = esc(v.t("code.cancel")),
+    )
+}
+
+fn code_page_with(v: Visit, status: StatusCode, error: Option<&str>) -> Response {
+    let body = code_body(&v, error);
+    let title = v.t("code.title");
+    v.page_status(status, title, &body)
+}
+
+/// The user waiting for the code, or the redirect.
+fn pending_user(v: &Visit) -> Option<UserName> {
+    match &v.session.stage {
+        Stage::Password(p) => Some(p.user().clone()),
+        _ => None,
+    }
+}
+
+/// Why a post on the code page stops early.
+enum Step {
+    /// The form was refused (this page says why).
+    Response(Response),
+    /// No password step in this session.
+    Back,
+    /// Over the rate limit.
+    TooMany,
+}
+
+/// The form (CSRF checked), the user waiting for a code, and the rate limit.
+fn pending_step(v: &mut Visit, body: Body) -> Result<(Form, UserName), Step> {
+    let form = v.form(body).map_err(Step::Response)?;
+    let user = pending_user(v).ok_or(Step::Back)?;
+    if !v.app.limiter.allow(v.remote) {
+        return Err(Step::TooMany);
+    }
+    Ok((form, user))
+}
+
+fn too_many(v: Visit) -> Response {
+    let msg = esc(v.t("err.too_many.text"));
+    code_page_with(v, StatusCode::TOO_MANY_REQUESTS, Some(&msg))
+}
+
+/// GET /login/code.
+pub async fn code_page(v: Visit) -> Response {
+    if pending_user(&v).is_none() {
+        return v.redirect("/login");
+    }
+    code_page_with(v, StatusCode::OK, None)
+}
+
+/// POST /login/code: the second factor.
+pub async fn code_post(mut v: Visit, body: Body) -> Response {
+    let (form, user) = match pending_step(&mut v, body) {
+        Ok(found) => found,
+        Err(Step::Response(r)) => return r,
+        Err(Step::Back) => return v.redirect("/login"),
+        Err(Step::TooMany) => return too_many(v),
+    };
+    let ctx = v.ctx();
+    let core = v.app.core.clone();
+    match core.verify_code(&user, form.str("code")).await {
+        Ok(CodeCheck::Verified(otp)) => {
+            let Stage::Password(proof) = std::mem::take(&mut v.session.stage) else {
+                return v.redirect("/login");
+            };
+            let remember = if form.checked("trust") {
+                Some(try_page!(v.device_id()))
+            } else {
+                None
+            };
+            finish_accept(v, proof, FactorProof::Otp(otp), remember).await
+        }
+        Ok(CodeCheck::Refused(r)) => {
+            core.reject(user.as_str(), &ctx, "code", &r).await;
+            count("reject");
+            let msg = refusal(v.lang, &r);
+            code_page_with(v, StatusCode::UNAUTHORIZED, Some(&msg))
+        }
+        Err(e) => {
+            count("error");
+            v.failure_page(&e)
+        }
+    }
+}
+
+/// POST /login/help: "Can't log in?" — a mailed code, or a helpdesk request.
+pub async fn help_post(mut v: Visit, body: Body) -> Response {
+    let (_form, user) = match pending_step(&mut v, body) {
+        Ok(found) => found,
+        Err(Step::Response(r)) => return r,
+        Err(Step::Back) => return v.redirect("/login"),
+        Err(Step::TooMany) => return too_many(v),
+    };
+    let ctx = v.ctx();
+    match v.app.core.request_login_code(&user, &ctx).await {
+        Ok(CodeDelivery::Mailed { masked_address }) => {
+            let text = v.t("help.mailed").replace("{address}", &masked_address);
+            v.notice(text);
+            code_page_with(v, StatusCode::OK, None)
+        }
+        Ok(CodeDelivery::QueuedForHelpdesk) => helpdesk_page(v),
+        Err(CoreError::Refused(r)) => {
+            let msg = refusal(v.lang, &r);
+            code_page_with(v, StatusCode::BAD_REQUEST, Some(&msg))
+        }
+        Err(e) => v.failure_page(&e),
+    }
+}
+
+/// "Your request went to the helpdesk": what happens next, and the code form.
+fn helpdesk_page(v: Visit) -> Response {
+    let body = format!(
+        r#"<div class="warning" id="helpdesk"><p>{p1}</p><p>{p2}</p></div>{form}"#,
+        p1 = esc(v.t("helpdesk.queued")),
+        p2 = esc(v.t("helpdesk.next")),
+        form = code_body(&v, None),
+    );
+    let title = v.t("helpdesk.title");
+    v.page(title, &body)
+}
+
+/// POST /login/reset: "Lost your device?" from the code page — mails a reset link.
+pub async fn reset_request_post(mut v: Visit, body: Body) -> Response {
+    let (_form, user) = match pending_step(&mut v, body) {
+        Ok(found) => found,
+        Err(Step::Response(r)) => return r,
+        Err(Step::Back) => return v.redirect("/login"),
+        Err(Step::TooMany) => return too_many(v),
+    };
+    let ctx = v.ctx();
+    match v.app.core.request_reset(&user, &ctx).await {
+        Ok(delivery) => {
+            let text = reset_notice(&v, &delivery);
+            v.notice(text);
+            code_page_with(v, StatusCode::OK, None)
+        }
+        Err(CoreError::Refused(r)) => {
+            let msg = refusal(v.lang, &r);
+            code_page_with(v, StatusCode::BAD_REQUEST, Some(&msg))
+        }
+        Err(e) => v.failure_page(&e),
+    }
+}
+
+/// What the user is told after asking for a reset.
+pub fn reset_notice(v: &Visit, delivery: &CodeDelivery) -> String {
+    match delivery {
+        CodeDelivery::Mailed { masked_address } => {
+            v.t("reset.mailed").replace("{address}", masked_address)
+        }
+        CodeDelivery::QueuedForHelpdesk => v.t("reset.helpdesk").to_string(),
+    }
+}
+
+/// POST /logout.
+pub async fn logout_post(mut v: Visit, body: Body) -> Response {
+    let _form = try_page!(v.form(body));
+    v.session.stage = Stage::Anonymous;
+    try_page!(v.rotate());
+    let text = v.t("logout.done");
+    v.notice(text);
+    v.redirect("/login")
+}
+
+fn reset_form(v: &Visit, user: &str, token: &str, error: Option<&str>) -> String {
+    format!(
+        r#"{error}<p>{intro}</p><form method="post" action="/reset/confirm">{csrf}
+<input type="hidden" name="user" value="{user}"><input type="hidden" name="token" value="{token}">
+<label>{l_user}</label><p><strong>{user}</strong></p>
+<label for="password">{l_pw}</label><input type="password" id="password" name="password" autocomplete="current-password" required autofocus>
+<button type="submit" id="reset">{b}</button></form>"#,
+        error = error.map(error_block).unwrap_or_default(),
+        intro = esc(v.t("resetlink.intro")),
+        csrf = csrf_field(&v.csrf()),
+        user = esc(user),
+        token = esc(token),
+        l_user = esc(v.t("login.user")),
+        l_pw = esc(v.t("login.password")),
+        b = esc(v.t("resetlink.button")),
+    )
+}
+
+/// GET /reset/confirm?user=…&token=…: the mailed link.
+pub async fn reset_confirm_page(mut v: Visit) -> Response {
+    let q = try_page!(v.query_form());
+    let (user, token) = (q.str("user").to_string(), q.str("token").to_string());
+    if UserName::parse(&user).is_err() || token.is_empty() || token.len() > 128 {
+        return v.error_page(StatusCode::BAD_REQUEST, "err.link");
+    }
+    let body = reset_form(&v, &user, &token, None);
+    let title = v.t("resetlink.title");
+    v.page(title, &body)
+}
+
+/// POST /reset/confirm: with the password, removes the app and trusted browsers and
+/// signs in for app set-up.
+pub async fn reset_confirm_post(mut v: Visit, body: Body) -> Response {
+    let form = try_page!(v.form(body));
+    let (name, token) = (form.str("user").to_string(), form.str("token").to_string());
+    let Ok(user) = UserName::parse(&name) else {
+        return v.error_page(StatusCode::BAD_REQUEST, "err.link");
+    };
+    let title = v.t("resetlink.title");
+    if !v.app.limiter.allow(v.remote) {
+        let body = reset_form(&v, &name, &token, Some(&esc(v.t("err.too_many.text"))));
+        return v.page_status(StatusCode::TOO_MANY_REQUESTS, title, &body);
+    }
+    let ctx = v.ctx();
+    let core = v.app.core.clone();
+    let proof = match core
+        .verify_password(&user, form.str("password").as_bytes())
+        .await
+    {
+        Ok(PasswordCheck::Verified(p)) => p,
+        Ok(PasswordCheck::Refused(r)) => {
+            core.reject(user.as_str(), &ctx, "password", &r).await;
+            count("reject");
+            let body = reset_form(&v, &name, &token, Some(&esc(v.t("login.failed"))));
+            return v.page_status(StatusCode::UNAUTHORIZED, title, &body);
+        }
+        Err(e) => return v.failure_page(&e),
+    };
+    drop(form);
+    match core.complete_reset(&proof, &token, &ctx).await {
+        Ok(otp) => {
+            try_page!(v.rotate());
+            let text = v.t("resetlink.done");
+            v.notice(text);
+            let response = finish_accept(v, proof, FactorProof::Otp(otp), None).await;
+            redirect_to(response, "/app")
+        }
+        Err(CoreError::Refused(_)) => {
+            count("reject");
+            v.error_page(StatusCode::BAD_REQUEST, "err.link")
+        }
+        Err(e) => v.failure_page(&e),
+    }
+}
+
+/// Points a redirect elsewhere.
+fn redirect_to(mut response: Response, to: &'static str) -> Response {
+    if response.status() == StatusCode::SEE_OTHER {
+        response.headers_mut().insert(
+            axum::http::header::LOCATION,
+            axum::http::HeaderValue::from_static(to),
+        );
+    }
+    response
+}
