@@ -51,8 +51,13 @@ pub enum Decision {
         attributes: Vec<ReplyAttribute>,
         log: String,
     },
-    /// Sent after the reject delay, with a generic Reply-Message only.
-    Reject { user: String, log: String },
+    /// Sent after the reject delay, with a generic Reply-Message only (and, for a
+    /// client with `reject_reasons`, the `reason` in an otpgate vendor attribute).
+    Reject {
+        user: String,
+        log: String,
+        reason: Option<&'static str>,
+    },
     Challenge {
         user: String,
         state: Vec<u8>,
@@ -120,7 +125,11 @@ async fn decide(
     if let Some(method) = request.other_method {
         let log = format!("{method} is not supported (PAP only)");
         core.audit(ctx, &shown, method, "reject", &log).await;
-        return Ok(Decision::Reject { user: shown, log });
+        return Ok(Decision::Reject {
+            user: shown,
+            log,
+            reason: None,
+        });
     }
     let user = match UserName::from_bytes(&request.user_name) {
         Ok(u) => u,
@@ -177,6 +186,18 @@ async fn reject(
     Decision::Reject {
         user: user.to_string(),
         log,
+        reason: reject_reason(&refusal),
+    }
+}
+
+/// What a client with `reject_reasons` is told about a refusal: the distinctions PAM
+/// makes (PAM_USER_UNKNOWN, PAM_MAXTRIES, `nullok`); nothing for the rest.
+pub fn reject_reason(refusal: &Refusal) -> Option<&'static str> {
+    match refusal {
+        Refusal::UnknownUser => Some("unknown-user"),
+        Refusal::Locked(_) => Some("locked"),
+        Refusal::NotEnrolled => Some("not-enrolled"),
+        _ => None,
     }
 }
 
