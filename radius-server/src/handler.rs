@@ -433,6 +433,22 @@ impl Round<'_> {
                 self.client.name.clone(),
             ))
         };
+        // The client vouches for the password, not for the directory entry: an unknown
+        // or not activated user is refused here, before any policy (for example a PAM
+        // host's `nullok`) could let them in as "not enrolled".
+        match self.core.lookup(self.user).await? {
+            None => {
+                return Ok(self
+                    .reject("password-by-client", Refusal::UnknownUser)
+                    .await);
+            }
+            Some(entry) if !entry.activated => {
+                return Ok(self
+                    .reject("password-by-client", Refusal::NotActivated)
+                    .await);
+            }
+            Some(_) => {}
+        }
         let text = String::from_utf8_lossy(value);
         let text = text.trim();
         if text.eq_ignore_ascii_case(&self.config.email_keyword) {

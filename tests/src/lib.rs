@@ -30,6 +30,8 @@
 //! - [`ports`]: loopback ports picked by the kernel, and starting with retries.
 //! - [`serve`]: [`OtpgateServe`], the real `otpgate serve` on ports it picks, read from
 //!   its `listening on` lines; signals, logs and metrics.
+//! - [`pam`]: [`PamStack`], PAM service files loading the built module, and
+//!   `pamtester` under pam_wrapper ([`pamtester`], [`spawn_pamtester`]).
 //! - [`artifacts`]: the `otpgate` binary and `pam_otpgate.so`, built once per test run.
 //! - [`binary`]: [`require_binary`], which turns a missing server into a failure that
 //!   names the install command; never a silent skip.
@@ -53,6 +55,7 @@ pub mod config;
 pub mod error;
 pub mod files;
 pub mod mail;
+pub mod pam;
 pub mod ports;
 mod process;
 pub mod redis;
@@ -67,6 +70,7 @@ pub use binary::{require_binary, require_python_modules};
 pub use config::{ConfigBuilder, TestConfig, toml_string, toml_string_array};
 pub use error::{HarnessError, Result};
 pub use mail::Mail;
+pub use pam::{PamResult, PamRun, PamSession, PamStack, pamtester, spawn_pamtester};
 pub use ports::{free_tcp_port, free_udp_port};
 pub use process::{READY_TIMEOUT, wait_until};
 pub use redis::{Redis, RedisCluster, Resp};

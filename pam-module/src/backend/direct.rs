@@ -142,7 +142,20 @@ impl DirectBackend {
                     return Ok((refused(&r), None));
                 }
             },
-            None => PasswordProof::CheckedByClient(ClientVouched::new(user.clone(), "pam")),
+            None => {
+                // An earlier module checked the password, not the directory entry.
+                let refusal = match core.lookup(&user).await? {
+                    None => Some(Refusal::UnknownUser),
+                    Some(entry) if !entry.activated => Some(Refusal::NotActivated),
+                    Some(_) => None,
+                };
+                if let Some(r) = refusal {
+                    core.reject(user.as_str(), ctx, "password-by-client", &r)
+                        .await;
+                    return Ok((refused(&r), None));
+                }
+                PasswordProof::CheckedByClient(ClientVouched::new(user.clone(), "pam"))
+            }
         };
         let status = core.factor_status(&user).await?;
         if let Some(until) = status.locked_until {

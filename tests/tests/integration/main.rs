@@ -5,5 +5,6 @@ mod cli;
 mod core_rules;
 mod directory;
 mod harness_selftest;
+mod pam;
 mod radius;
 mod store;
