@@ -32,6 +32,8 @@
 //!   its `listening on` lines; signals, logs and metrics.
 //! - [`pam`]: [`PamStack`], PAM service files loading the built module, and
 //!   `pamtester` under pam_wrapper ([`pamtester`], [`spawn_pamtester`]).
+//! - [`sshd`]: [`Sshd`], a throwaway OpenSSH server using a [`PamStack`], a
+//!   [`LocalUser`] for it, and [`ssh_login`], a paramiko keyboard-interactive client.
 //! - [`artifacts`]: the `otpgate` binary and `pam_otpgate.so`, built once per test run.
 //! - [`binary`]: [`require_binary`], which turns a missing server into a failure that
 //!   names the install command; never a silent skip.
@@ -62,6 +64,7 @@ pub mod redis;
 pub mod serve;
 pub mod slapd;
 pub mod smtp;
+pub mod sshd;
 pub mod tls;
 pub mod users;
 
@@ -77,4 +80,5 @@ pub use redis::{Redis, RedisCluster, Resp};
 pub use serve::{OtpgateServe, radius_section, write_radius_secret};
 pub use slapd::{Slapd, SlapdOptions};
 pub use smtp::SmtpSink;
+pub use sshd::{LocalUser, SshLogin, Sshd, ssh_login};
 pub use users::{ALICE, ALICEX, BOB, CAROL, DAVE, TestUser, TestUserSpec, USERS, WEIRD};

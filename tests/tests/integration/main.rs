@@ -7,4 +7,5 @@ mod directory;
 mod harness_selftest;
 mod pam;
 mod radius;
+mod ssh;
 mod store;

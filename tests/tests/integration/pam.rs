@@ -21,7 +21,7 @@ const LOCKOUT: &str = "[lockout]\nmax_failures = 4\nlock_for = \"15m\"\n";
 
 /// Servers, the config the CLI uses, and the module's config.
 pub struct Env {
-    pub _slapd: Slapd,
+    pub slapd: Slapd,
     pub redis: Redis,
     pub smtp: SmtpSink,
     /// The full configuration (the server's in server mode; the module's in direct mode).
@@ -122,7 +122,7 @@ pub fn server_env() -> Env {
         "2s",
     );
     Env {
-        _slapd: slapd,
+        slapd,
         redis,
         smtp,
         config: vouching,
@@ -151,7 +151,7 @@ pub fn direct_env() -> Env {
     chmod(config.path(), 0o600);
     let pam_config = config.path().to_path_buf();
     Env {
-        _slapd: slapd,
+        slapd,
         redis,
         smtp,
         config,
