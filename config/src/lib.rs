@@ -305,6 +305,10 @@ pub struct RadiusClient {
     pub password_checked_by_client: bool,
     /// Trust devices by Calling-Station-Id after a full login.
     pub trust_calling_station: bool,
+    /// Tell the client why a request was rejected (unknown user, locked, not enrolled)
+    /// in an otpgate vendor attribute: for pam_otpgate hosts, which map it to their
+    /// PAM result. Never shown to users; off for NASes.
+    pub reject_reasons: bool,
 }
 
 /// Reply attributes for members of an LDAP group.

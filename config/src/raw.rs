@@ -165,6 +165,7 @@ pub struct RawRadiusClient {
     pub require_message_authenticator: Option<bool>,
     pub password_checked_by_client: Option<bool>,
     pub trust_calling_station: Option<bool>,
+    pub reject_reasons: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

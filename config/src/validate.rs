@@ -674,6 +674,7 @@ fn radius(cx: &Ctx<'_>, r: raw::RawRadius) -> Result<RadiusConfig, ConfigError> 
             require_message_authenticator: c.require_message_authenticator.unwrap_or(true),
             password_checked_by_client: c.password_checked_by_client.unwrap_or(false),
             trust_calling_station: c.trust_calling_station.unwrap_or(false),
+            reject_reasons: c.reject_reasons.unwrap_or(false),
         });
     }
     let mut groups = Vec::with_capacity(r.groups.len());

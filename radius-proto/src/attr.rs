@@ -61,6 +61,13 @@ pub const TUNNEL_MEDIUM_IEEE_802: u32 = 6;
 
 /// Vendor id of Microsoft, whose Vendor-Specific attributes carry MS-CHAP (RFC 2548).
 pub const VENDOR_MICROSOFT: u32 = 311;
+/// Vendor id under which otpgate sends its own attributes. 32473 is the number RFC 5612
+/// sets aside for documentation: a placeholder until a Private Enterprise Number is
+/// registered; only otpgate's own PAM module reads these attributes.
+pub const VENDOR_OTPGATE: u32 = 32_473;
+/// otpgate vendor type: why an Access-Reject was sent (`unknown-user`, `locked`,
+/// `not-enrolled`), only to clients configured with `reject_reasons = true`.
+pub const OTPGATE_REJECT_REASON: u8 = 1;
 /// Microsoft vendor types that mean an MS-CHAP or MS-CHAPv2 authentication
 /// attempt (RFC 2548 §2.1–2.3): MS-CHAP-Response, MS-CHAP-CPW-1, MS-CHAP-CPW-2,
 /// MS-CHAP-Challenge, MS-CHAP2-Response, MS-CHAP2-CPW.

@@ -76,6 +76,8 @@ pub enum Reply {
         /// The Reply-Message attributes joined (lossy UTF-8), if any. Text
         /// from the server: filter control characters before showing it.
         reply_message: Option<String>,
+        /// Every attribute of the reply, in order.
+        attributes: Vec<Attribute>,
     },
     /// Access-Challenge: answer with a new request carrying `state`.
     Challenge {
@@ -292,6 +294,7 @@ impl Reply {
             }
             Code::AccessReject => Ok(Self::Reject {
                 reply_message: reply_message(&packet),
+                attributes: packet.attributes,
             }),
             Code::AccessAccept => Ok(Self::Accept {
                 attributes: packet.attributes,
@@ -363,12 +366,13 @@ mod tests {
 
         let bytes = encode_reply(&request, Code::AccessReject, &[], &secret()).unwrap();
         let reply = Reply::from_packet(check_reply(&bytes, 17, RA, &secret()).unwrap()).unwrap();
-        assert_eq!(
+        assert!(matches!(
             reply,
             Reply::Reject {
-                reply_message: None
+                reply_message: None,
+                ..
             }
-        );
+        ));
     }
 
     #[test]

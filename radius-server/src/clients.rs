@@ -112,6 +112,7 @@ mod tests {
             require_message_authenticator: true,
             password_checked_by_client: false,
             trust_calling_station: false,
+            reject_reasons: false,
         }
     }
 

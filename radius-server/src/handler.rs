@@ -51,8 +51,13 @@ pub enum Decision {
         attributes: Vec<ReplyAttribute>,
         log: String,
     },
-    /// Sent after the reject delay, with a generic Reply-Message only.
-    Reject { user: String, log: String },
+    /// Sent after the reject delay, with a generic Reply-Message only (and, for a
+    /// client with `reject_reasons`, the `reason` in an otpgate vendor attribute).
+    Reject {
+        user: String,
+        log: String,
+        reason: Option<&'static str>,
+    },
     Challenge {
         user: String,
         state: Vec<u8>,
@@ -120,7 +125,11 @@ async fn decide(
     if let Some(method) = request.other_method {
         let log = format!("{method} is not supported (PAP only)");
         core.audit(ctx, &shown, method, "reject", &log).await;
-        return Ok(Decision::Reject { user: shown, log });
+        return Ok(Decision::Reject {
+            user: shown,
+            log,
+            reason: None,
+        });
     }
     let user = match UserName::from_bytes(&request.user_name) {
         Ok(u) => u,
@@ -177,6 +186,18 @@ async fn reject(
     Decision::Reject {
         user: user.to_string(),
         log,
+        reason: reject_reason(&refusal),
+    }
+}
+
+/// What a client with `reject_reasons` is told about a refusal: the distinctions PAM
+/// makes (PAM_USER_UNKNOWN, PAM_MAXTRIES, `nullok`); nothing for the rest.
+pub fn reject_reason(refusal: &Refusal) -> Option<&'static str> {
+    match refusal {
+        Refusal::UnknownUser => Some("unknown-user"),
+        Refusal::Locked(_) => Some("locked"),
+        Refusal::NotEnrolled => Some("not-enrolled"),
+        _ => None,
     }
 }
 
@@ -412,6 +433,22 @@ impl Round<'_> {
                 self.client.name.clone(),
             ))
         };
+        // The client vouches for the password, not for the directory entry: an unknown
+        // or not activated user is refused here, before any policy (for example a PAM
+        // host's `nullok`) could let them in as "not enrolled".
+        match self.core.lookup(self.user).await? {
+            None => {
+                return Ok(self
+                    .reject("password-by-client", Refusal::UnknownUser)
+                    .await);
+            }
+            Some(entry) if !entry.activated => {
+                return Ok(self
+                    .reject("password-by-client", Refusal::NotActivated)
+                    .await);
+            }
+            Some(_) => {}
+        }
         let text = String::from_utf8_lossy(value);
         let text = text.trim();
         if text.eq_ignore_ascii_case(&self.config.email_keyword) {

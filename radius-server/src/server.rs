@@ -40,7 +40,8 @@ use metrics::{counter, gauge, histogram};
 use otpgate_config::{RadiusConfig, RadiusMode};
 use otpgate_core::Core;
 use otpgate_radius_proto::attr::{
-    Attribute, CLASS, FILTER_ID, SESSION_TIMEOUT, STATE, TUNNEL_MEDIUM_IEEE_802, TUNNEL_TYPE_VLAN,
+    self, Attribute, CLASS, FILTER_ID, SESSION_TIMEOUT, STATE, TUNNEL_MEDIUM_IEEE_802,
+    TUNNEL_TYPE_VLAN,
 };
 use otpgate_radius_proto::codec::MAX_PACKET_LEN;
 use otpgate_radius_proto::{Code, VerifiedRequest, encode_reply};
@@ -489,11 +490,11 @@ async fn evaluate(shared: &Shared, client: &Client, request: &VerifiedRequest) -
         other_method,
     };
     let decision = handler::handle(&shared.core, &shared.config, &client.config, req).await;
-    outcome_of(decision)
+    outcome_of(decision, &client.config)
 }
 
 /// The reply (if any) for a decision.
-fn outcome_of(decision: Decision) -> Outcome {
+fn outcome_of(decision: Decision, client: &otpgate_config::RadiusClient) -> Outcome {
     match decision {
         Decision::Accept {
             user,
@@ -519,17 +520,27 @@ fn outcome_of(decision: Decision) -> Outcome {
                 drop_reason: "encode_error",
             },
         },
-        Decision::Reject { user, log } => Outcome {
-            result: "reject",
-            user,
-            reason: log,
-            reply: Some((
-                Code::AccessReject,
-                Attribute::reply_messages(REJECT_MESSAGE),
-            )),
-            backend: None,
-            drop_reason: "",
-        },
+        Decision::Reject { user, log, reason } => {
+            let mut attrs = Attribute::reply_messages(REJECT_MESSAGE);
+            if let Some(reason) = reason.filter(|_| client.reject_reasons) {
+                // A short constant: always fits a vendor attribute.
+                if let Ok(a) = Attribute::vendor_specific(
+                    attr::VENDOR_OTPGATE,
+                    attr::OTPGATE_REJECT_REASON,
+                    reason.as_bytes(),
+                ) {
+                    attrs.push(a);
+                }
+            }
+            Outcome {
+                result: "reject",
+                user,
+                reason: log,
+                reply: Some((Code::AccessReject, attrs)),
+                backend: None,
+                drop_reason: "",
+            }
+        }
         Decision::Challenge {
             user,
             state,

@@ -34,6 +34,10 @@
 //! - [`portal`]: [`portal::PortalTls`] (a `[portal]` section with a test certificate) and
 //!   [`portal::PortalClient`], an HTTPS client that keeps cookies and fills CSRF tokens.
 //! - [`webdriver`]: chromedriver and headless Chromium, driven over WebDriver.
+//! - [`pam`]: [`PamStack`], PAM service files loading the built module, and
+//!   `pamtester` under pam_wrapper ([`pamtester`], [`spawn_pamtester`]).
+//! - [`sshd`]: [`Sshd`], a throwaway OpenSSH server using a [`PamStack`], a
+//!   [`LocalUser`] for it, and [`ssh_login`], a paramiko keyboard-interactive client.
 //! - [`artifacts`]: the `otpgate` binary and `pam_otpgate.so`, built once per test run.
 //! - [`binary`]: [`require_binary`], which turns a missing server into a failure that
 //!   names the install command; never a silent skip.
@@ -58,12 +62,14 @@ pub mod error;
 pub mod files;
 pub mod mail;
 pub mod portal;
+pub mod pam;
 pub mod ports;
 mod process;
 pub mod redis;
 pub mod serve;
 pub mod slapd;
 pub mod smtp;
+pub mod sshd;
 pub mod tls;
 pub mod users;
 pub mod webdriver;
@@ -73,10 +79,12 @@ pub use binary::{require_binary, require_python_modules};
 pub use config::{ConfigBuilder, TestConfig, toml_string, toml_string_array};
 pub use error::{HarnessError, Result};
 pub use mail::Mail;
+pub use pam::{PamResult, PamRun, PamSession, PamStack, pamtester, spawn_pamtester};
 pub use ports::{free_tcp_port, free_udp_port};
 pub use process::{READY_TIMEOUT, wait_until};
 pub use redis::{Redis, RedisCluster, RedisSentinel, Resp};
 pub use serve::{OtpgateServe, radius_section, write_radius_secret};
 pub use slapd::{Slapd, SlapdOptions};
 pub use smtp::{SinkTls, SmtpSink};
+pub use sshd::{LocalUser, SshLogin, Sshd, ssh_login};
 pub use users::{ALICE, ALICEX, BOB, CAROL, DAVE, TestUser, TestUserSpec, USERS, WEIRD};

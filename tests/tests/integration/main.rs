@@ -8,5 +8,7 @@ mod harness_selftest;
 mod mail;
 mod portal;
 mod portal_browser;
+mod pam;
 mod radius;
+mod ssh;
 mod store;

@@ -1,0 +1,243 @@
+//! PAM without touching `/etc/pam.d`: service files in a temporary directory that load
+//! the freshly built `pam_otpgate.so`, run through `pamtester` (or `sshd`) with
+//! `libpam_wrapper.so` preloaded.
+//!
+//! ```no_run
+//! # use otpgate_tests::*;
+//! let stack = PamStack::new()?;
+//! stack.service("otp", "config=/etc/otpgate/otpgate.toml nullok")?;
+//! let run = pamtester(&stack, "otp", "alice", Some("192.0.2.7"), &["123456"])?;
+//! assert_eq!(run.result, PamResult::Success);
+//! # Ok::<(), HarnessError>(())
+//! ```
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use crate::artifacts::pam_module;
+use crate::binary::require_binary;
+use crate::error::{HarnessError, Result};
+
+/// Where Debian keeps pam_wrapper.
+const PAM_WRAPPER: &str = "/usr/lib/x86_64-linux-gnu/libpam_wrapper.so";
+/// Debian's module directory (for pam_permit in account and session).
+const SECURITY_DIR: &str = "/usr/lib/x86_64-linux-gnu/security";
+
+/// A directory of PAM service files.
+#[derive(Debug)]
+pub struct PamStack {
+    dir: tempfile::TempDir,
+}
+
+impl PamStack {
+    /// An empty service directory.
+    pub fn new() -> Result<Self> {
+        if !Path::new(PAM_WRAPPER).exists() {
+            return Err(HarnessError::Usage(format!(
+                "{PAM_WRAPPER} is missing: apt-get install libpam-wrapper"
+            )));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("otpgate-pam.d-")
+            .tempdir()
+            .map_err(|e| HarnessError::io("creating a temporary directory", e))?;
+        Ok(Self { dir })
+    }
+
+    /// The directory (`PAM_WRAPPER_SERVICE_DIR`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes service `name`: `auth required pam_otpgate.so ARGS`, then pam_permit for
+    /// account and session (sshd runs those too).
+    pub fn service(&self, name: &str, module_args: &str) -> Result<()> {
+        let module = pam_module()?;
+        let text = format!(
+            "auth required {} {module_args}\naccount required {SECURITY_DIR}/pam_permit.so\n\
+             session required {SECURITY_DIR}/pam_permit.so\n",
+            module.display()
+        );
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text)
+            .map_err(|e| HarnessError::io(format!("writing {}", path.display()), e))
+    }
+
+    /// The environment that makes libpam read this directory.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("LD_PRELOAD", PAM_WRAPPER.to_string()),
+            ("PAM_WRAPPER", "1".to_string()),
+            (
+                "PAM_WRAPPER_SERVICE_DIR",
+                self.dir.path().to_string_lossy().into_owned(),
+            ),
+        ]
+    }
+}
+
+/// What `pamtester` reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PamResult {
+    Success,
+    AuthErr,
+    UserUnknown,
+    MaxTries,
+    AuthInfoUnavail,
+    ServiceErr,
+    /// Some other message (see the output).
+    Other,
+}
+
+/// One `pamtester` run.
+#[derive(Debug)]
+pub struct PamRun {
+    pub result: PamResult,
+    /// Everything it printed (prompts, information lines, the result).
+    pub output: String,
+}
+
+impl PamRun {
+    /// How many times the prompt `prompt` was shown.
+    pub fn prompts(&self, prompt: &str) -> usize {
+        self.output.matches(prompt).count()
+    }
+}
+
+/// The result named in pamtester's last line (`pam_strerror` text).
+fn result_of(output: &str) -> PamResult {
+    const KNOWN: [(&str, PamResult); 6] = [
+        ("successfully authenticated", PamResult::Success),
+        ("Authentication failure", PamResult::AuthErr),
+        ("User not known", PamResult::UserUnknown),
+        ("maximum number of retries", PamResult::MaxTries),
+        (
+            "cannot retrieve authentication info",
+            PamResult::AuthInfoUnavail,
+        ),
+        ("Error in service module", PamResult::ServiceErr),
+    ];
+    let last = output
+        .lines()
+        .rev()
+        .find(|l| l.contains("pamtester:"))
+        .unwrap_or_default()
+        .to_lowercase();
+    KNOWN
+        .iter()
+        .find(|(text, _)| last.contains(&text.to_lowercase()))
+        .map_or(PamResult::Other, |(_, r)| *r)
+}
+
+/// Starts `pamtester [-I rhost=HOST] SERVICE USER authenticate` under pam_wrapper with
+/// piped stdin; answer its prompts with [`PamSession::answer`].
+pub fn spawn_pamtester(
+    stack: &PamStack,
+    service: &str,
+    user: &str,
+    rhost: Option<&str>,
+) -> Result<PamSession> {
+    let pamtester = require_binary("pamtester", &["pamtester"])?;
+    let mut command = Command::new(pamtester);
+    if let Some(host) = rhost {
+        command.arg("-I").arg(format!("rhost={host}"));
+    }
+    command
+        .args([service, user, "authenticate"])
+        .envs(stack.env())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = command
+        .spawn()
+        .map_err(|e| HarnessError::io("starting pamtester", e))?;
+    Ok(PamSession { child })
+}
+
+/// A running pamtester.
+#[derive(Debug)]
+pub struct PamSession {
+    child: Child,
+}
+
+impl PamSession {
+    /// Writes one line to its stdin (read at the next prompt).
+    pub fn answer(&mut self, line: &str) -> Result<()> {
+        let stdin = self
+            .child
+            .stdin
+            .as_mut()
+            .ok_or_else(|| HarnessError::Usage("pamtester stdin closed".into()))?;
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| stdin.flush())
+            .map_err(|e| HarnessError::io("writing to pamtester", e))
+    }
+
+    /// Closes stdin and waits for the result.
+    pub fn finish(mut self) -> Result<PamRun> {
+        drop(self.child.stdin.take());
+        let out = self
+            .child
+            .wait_with_output()
+            .map_err(|e| HarnessError::io("waiting for pamtester", e))?;
+        let output = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let result = result_of(&output);
+        if (result == PamResult::Success) != out.status.success() {
+            return Err(HarnessError::Usage(format!(
+                "pamtester exit {:?} disagrees with its output:\n{output}",
+                out.status
+            )));
+        }
+        Ok(PamRun { result, output })
+    }
+}
+
+/// Runs pamtester with `answers` written one line each, and waits for it.
+pub fn pamtester(
+    stack: &PamStack,
+    service: &str,
+    user: &str,
+    rhost: Option<&str>,
+    answers: &[&str],
+) -> Result<PamRun> {
+    let mut session = spawn_pamtester(stack, service, user, rhost)?;
+    for a in answers {
+        // A closed pipe means pamtester finished without reading this answer.
+        if session.answer(a).is_err() {
+            break;
+        }
+    }
+    session.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_are_read_from_the_last_line() {
+        assert_eq!(
+            result_of("One-time password: pamtester: successfully authenticated"),
+            PamResult::Success
+        );
+        assert_eq!(
+            result_of("pamtester: Have exhausted maximum number of retries for service."),
+            PamResult::MaxTries
+        );
+        assert_eq!(
+            result_of("pamtester: Authentication service cannot retrieve authentication info"),
+            PamResult::AuthInfoUnavail
+        );
+        assert_eq!(
+            result_of("pamtester: User not known to the underlying authentication module"),
+            PamResult::UserUnknown
+        );
+        assert_eq!(result_of("pamtester: whatever"), PamResult::Other);
+    }
+}
