@@ -9,16 +9,25 @@ use std::sync::OnceLock;
 
 use crate::error::{HarnessError, Result};
 
-/// `target/<profile>`: the folder of the running test executable's `deps/`.
+/// `target/<profile>`: the folder of the running executable, which is
+/// `target/<profile>/deps/` for a test and `target/<profile>/` for a binary of the
+/// workspace (the bench).
 fn profile_dir() -> Result<PathBuf> {
     let exe =
-        std::env::current_exe().map_err(|e| HarnessError::io("locating the test executable", e))?;
-    exe.parent()
-        .and_then(|deps| deps.parent())
+        std::env::current_exe().map_err(|e| HarnessError::io("locating the running executable", e))?;
+    let dir = exe.parent().ok_or_else(|| {
+        HarnessError::Usage(format!("{} has no parent folder", exe.display()))
+    })?;
+    let dir = if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent()
+    } else {
+        Some(dir)
+    };
+    dir.filter(|d| d.parent().is_some())
         .map(PathBuf::from)
         .ok_or_else(|| {
             HarnessError::Usage(format!(
-                "{} is not under target/<profile>/deps",
+                "{} is not under target/<profile>",
                 exe.display()
             ))
         })

@@ -1,0 +1,171 @@
+//! The load generator: `in_flight` workers, each with its own UDP socket and one
+//! request outstanding at a time, until the duration is up.
+//!
+//! A worker takes the next fresh login from the shared [`Logins`], builds a signed
+//! Access-Request (Message-Authenticator, hidden User-Password) with the project's
+//! codec, sends it, and waits for a datagram that passes [`check_reply`] (identifier,
+//! Response Authenticator, Message-Authenticator). Datagrams that fail the checks are
+//! counted and ignored; no authentic reply within the timeout counts as a timeout.
+//! There are no retransmissions, so every request is evaluated exactly once.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use otpgate_core::clock::{Clock, SystemClock};
+use otpgate_core::otp::totp;
+use otpgate_radius_proto::{AccessRequestParams, Reply, Secret, check_reply, encode_access_request};
+use tokio::net::UdpSocket;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use zeroize::Zeroizing;
+
+use crate::logins::Logins;
+use crate::stats::{Outcome, Stats};
+
+/// The server under load.
+pub struct Target {
+    /// Its RADIUS address.
+    pub addr: SocketAddr,
+    /// The shared secret of the client entry for 127.0.0.1.
+    pub secret: Secret,
+}
+
+/// How to load it.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// Requests outstanding at any time (one per worker).
+    pub in_flight: usize,
+    /// How long workers keep starting requests.
+    pub duration: Duration,
+    /// How long a request waits for its reply before it counts as a timeout.
+    pub timeout: Duration,
+    /// The TOTP step length, to know which steps are current.
+    pub period: u64,
+}
+
+/// The result of one run.
+#[derive(Debug)]
+pub struct RunResult {
+    /// Outcomes and latencies.
+    pub stats: Stats,
+    /// From the first request to the last reply (or timeout).
+    pub elapsed: Duration,
+    /// Whether the run ended early because no fresh (user, step) was left; more users
+    /// (or a longer step) give more.
+    pub exhausted: bool,
+}
+
+/// Runs `options.in_flight` workers against `target` for `options.duration`.
+///
+/// # Errors
+///
+/// A socket that cannot be bound, connected or used, or a request that cannot be
+/// encoded (a user name or password too long for RADIUS).
+pub async fn run(
+    target: Arc<Target>,
+    logins: Arc<Mutex<Logins>>,
+    options: RunOptions,
+) -> io::Result<RunResult> {
+    let start = Instant::now();
+    let deadline = start + options.duration;
+    let exhausted = Arc::new(AtomicBool::new(false));
+    let mut workers = JoinSet::new();
+    for _ in 0..options.in_flight.max(1) {
+        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        socket.connect(target.addr).await?;
+        let worker = Worker {
+            socket,
+            target: Arc::clone(&target),
+            logins: Arc::clone(&logins),
+            exhausted: Arc::clone(&exhausted),
+            options,
+        };
+        workers.spawn(worker.run(deadline));
+    }
+    let mut stats = Stats::default();
+    while let Some(joined) = workers.join_next().await {
+        stats.merge(joined.map_err(io::Error::other)??);
+    }
+    Ok(RunResult {
+        stats,
+        elapsed: start.elapsed(),
+        exhausted: exhausted.load(Ordering::Relaxed),
+    })
+}
+
+/// One request in flight at a time.
+struct Worker {
+    socket: UdpSocket,
+    target: Arc<Target>,
+    logins: Arc<Mutex<Logins>>,
+    exhausted: Arc<AtomicBool>,
+    options: RunOptions,
+}
+
+impl Worker {
+    async fn run(self, deadline: Instant) -> io::Result<Stats> {
+        let mut stats = Stats::default();
+        let mut identifier: u8 = 0;
+        let mut buf = vec![0u8; 4096];
+        while Instant::now() < deadline && !self.exhausted.load(Ordering::Relaxed) {
+            let now_step = totp::step_at(SystemClock.now(), self.options.period);
+            let next = {
+                let mut logins = self.logins.lock().unwrap_or_else(PoisonError::into_inner);
+                logins.next(now_step).and_then(|login| {
+                    let name = logins.users().get(login.user)?.name.clone();
+                    Some((name, login.user_password))
+                })
+            };
+            let Some((name, user_password)) = next else {
+                self.exhausted.store(true, Ordering::Relaxed);
+                break;
+            };
+            identifier = identifier.wrapping_add(1);
+            let mut authenticator = [0u8; 16];
+            getrandom::fill(&mut authenticator).map_err(io::Error::other)?;
+            let mut params = AccessRequestParams::new(name.into_bytes());
+            params.password = Some(Zeroizing::new(user_password.into_bytes()));
+            params.nas_identifier = Some("otpgate-bench".to_owned());
+            let request =
+                encode_access_request(&params, identifier, authenticator, &self.target.secret)
+                    .map_err(io::Error::other)?;
+
+            let sent = Instant::now();
+            self.socket.send(&request).await?;
+            let outcome = self
+                .await_reply(&mut buf, identifier, authenticator, sent, &mut stats)
+                .await?;
+            stats.record(outcome, sent.elapsed());
+        }
+        Ok(stats)
+    }
+
+    /// Waits for the authentic reply to the request, ignoring (and counting) others.
+    async fn await_reply(
+        &self,
+        buf: &mut [u8],
+        identifier: u8,
+        authenticator: [u8; 16],
+        sent: Instant,
+        stats: &mut Stats,
+    ) -> io::Result<Outcome> {
+        let until = sent + self.options.timeout;
+        loop {
+            let Ok(received) = tokio::time::timeout_at(until, self.socket.recv(buf)).await else {
+                return Ok(Outcome::Timeout);
+            };
+            let datagram = buf.get(..received?).unwrap_or_default();
+            match check_reply(datagram, identifier, authenticator, &self.target.secret)
+                .and_then(Reply::from_packet)
+            {
+                Ok(Reply::Accept { .. }) => return Ok(Outcome::Accept),
+                Ok(Reply::Reject { .. }) => return Ok(Outcome::Reject),
+                Ok(Reply::Challenge { .. }) => return Ok(Outcome::Challenge),
+                Err(_) => stats.bad_replies += 1,
+            }
+        }
+    }
+}
