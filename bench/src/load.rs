@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use otpgate_core::clock::{Clock, SystemClock};
 use otpgate_core::otp::totp;
-use otpgate_radius_proto::{AccessRequestParams, Reply, Secret, check_reply, encode_access_request};
+use otpgate_radius_proto::{
+    AccessRequestParams, Reply, Secret, check_reply, encode_access_request,
+};
 use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 use tokio::time::Instant;

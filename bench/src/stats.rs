@@ -169,6 +169,9 @@ mod tests {
         b.record(Outcome::Challenge, Duration::from_millis(3));
         a.merge(b);
         assert_eq!((a.accepts, a.rejects, a.challenges), (1, 1, 1));
-        assert_eq!(a.summary(Duration::from_secs(1)).max, Duration::from_millis(3));
+        assert_eq!(
+            a.summary(Duration::from_secs(1)).max,
+            Duration::from_millis(3)
+        );
     }
 }

@@ -13,11 +13,11 @@ use crate::error::{HarnessError, Result};
 /// `target/<profile>/deps/` for a test and `target/<profile>/` for a binary of the
 /// workspace (the bench).
 fn profile_dir() -> Result<PathBuf> {
-    let exe =
-        std::env::current_exe().map_err(|e| HarnessError::io("locating the running executable", e))?;
-    let dir = exe.parent().ok_or_else(|| {
-        HarnessError::Usage(format!("{} has no parent folder", exe.display()))
-    })?;
+    let exe = std::env::current_exe()
+        .map_err(|e| HarnessError::io("locating the running executable", e))?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| HarnessError::Usage(format!("{} has no parent folder", exe.display())))?;
     let dir = if dir.file_name().is_some_and(|n| n == "deps") {
         dir.parent()
     } else {
@@ -26,10 +26,7 @@ fn profile_dir() -> Result<PathBuf> {
     dir.filter(|d| d.parent().is_some())
         .map(PathBuf::from)
         .ok_or_else(|| {
-            HarnessError::Usage(format!(
-                "{} is not under target/<profile>",
-                exe.display()
-            ))
+            HarnessError::Usage(format!("{} is not under target/<profile>", exe.display()))
         })
 }
 

@@ -30,6 +30,8 @@
 //! - [`ports`]: loopback ports picked by the kernel, and starting with retries.
 //! - [`serve`]: [`OtpgateServe`], the real `otpgate serve` on ports it picks, read from
 //!   its `listening on` lines; signals, logs and metrics.
+//! - [`freeradius`]: [`FreeRadiusFront`], FreeRADIUS terminating EAP-TTLS and proxying
+//!   the inner PAP to otpgate, configured with the fragments in `packaging/freeradius/`.
 //! - [`artifacts`]: the `otpgate` binary and `pam_otpgate.so`, built once per test run.
 //! - [`binary`]: [`require_binary`], which turns a missing server into a failure that
 //!   names the install command; never a silent skip.
@@ -52,6 +54,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod files;
+pub mod freeradius;
 pub mod mail;
 pub mod ports;
 mod process;
@@ -66,6 +69,7 @@ pub use artifacts::{otpgate_binary, pam_module};
 pub use binary::{require_binary, require_python_modules};
 pub use config::{ConfigBuilder, TestConfig, toml_string, toml_string_array};
 pub use error::{HarnessError, Result};
+pub use freeradius::{FreeRadiusFront, FrontOptions};
 pub use mail::Mail;
 pub use ports::{free_tcp_port, free_udp_port};
 pub use process::{READY_TIMEOUT, wait_until};

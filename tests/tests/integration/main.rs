@@ -7,3 +7,4 @@ mod directory;
 mod harness_selftest;
 mod radius;
 mod store;
+mod wifi;
