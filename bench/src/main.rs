@@ -1,7 +1,7 @@
 //! `otpgate-bench`: reproducible load runs against a real `otpgate serve`.
 //!
 //! ```text
-//! cargo run --release -p otpgate-bench -- radius --users 10000 --in-flight 16,64 --duration 20s
+//! cargo run --release -p otpgate-bench -- radius --users 20000 --in-flight 16,64 --duration 20s
 //! ```
 //!
 //! Starts slapd (bulk users), Redis and `otpgate serve` from the test harness, enrolls
@@ -40,7 +40,7 @@ struct RadiusArgs {
     /// Users to create in slapd and enroll. Each logs in once per TOTP step, walking
     /// through the accepted window, so users × (2 × skew_steps) logins are available
     /// at once, plus one per user per 30 s.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 20_000)]
     users: usize,
     /// Requests in flight, one run per value (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "16,64")]

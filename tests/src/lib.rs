@@ -38,6 +38,8 @@
 //!   `pamtester` under pam_wrapper ([`pamtester`], [`spawn_pamtester`]).
 //! - [`sshd`]: [`Sshd`], a throwaway OpenSSH server using a [`PamStack`], a
 //!   [`LocalUser`] for it, and [`ssh_login`], a paramiko keyboard-interactive client.
+//! - [`freeradius`]: [`FreeRadiusFront`], FreeRADIUS terminating EAP-TTLS and proxying
+//!   the inner PAP to otpgate, configured with the fragments in `packaging/freeradius/`.
 //! - [`artifacts`]: the `otpgate` binary and `pam_otpgate.so`, built once per test run.
 //! - [`binary`]: [`require_binary`], which turns a missing server into a failure that
 //!   names the install command; never a silent skip.
@@ -60,6 +62,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod files;
+pub mod freeradius;
 pub mod mail;
 pub mod pam;
 pub mod portal;
@@ -78,6 +81,7 @@ pub use artifacts::{otpgate_binary, pam_module};
 pub use binary::{require_binary, require_python_modules};
 pub use config::{ConfigBuilder, TestConfig, toml_string, toml_string_array};
 pub use error::{HarnessError, Result};
+pub use freeradius::{FreeRadiusFront, FrontOptions};
 pub use mail::Mail;
 pub use pam::{PamResult, PamRun, PamSession, PamStack, pamtester, spawn_pamtester};
 pub use ports::{free_tcp_port, free_udp_port};

@@ -84,17 +84,25 @@ pub fn matching_step(
     now: Timestamp,
     p: &TotpParams,
 ) -> Option<u64> {
+    matching_steps(secret, code, now, p).first().copied()
+}
+
+/// Every step in `now ± skew_steps` whose code equals `code`, earliest first (almost
+/// always none or one). Every step of the window is computed and compared in constant
+/// time. A caller whose earliest match was already used tries the next, so a code that
+/// happens to equal an older, used step's code is not mistaken for a replay.
+pub fn matching_steps(secret: &TotpSecret, code: &str, now: Timestamp, p: &TotpParams) -> Vec<u64> {
+    let mut found = Vec::new();
     if code.len() != p.digits as usize || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+        return found;
     }
     let center = step_at(now, p.period);
     let first = center.saturating_sub(u64::from(p.skew_steps));
     let last = center.saturating_add(u64::from(p.skew_steps));
-    let mut found = None;
     for step in first..=last {
         let candidate = code_at_step(secret, step, p);
-        if ct_eq(candidate.as_bytes(), code.as_bytes()) && found.is_none() {
-            found = Some(step);
+        if ct_eq(candidate.as_bytes(), code.as_bytes()) {
+            found.push(step);
         }
     }
     found
@@ -202,6 +210,32 @@ mod tests {
         }
         assert_eq!(matching_step(&s, "12345", now, &p), None);
         assert_eq!(matching_step(&s, "12a456", now, &p), None);
+    }
+
+    /// Two steps of one window sharing a code (found by search, about one window in
+    /// 50 000 at skew 10): both are reported, earliest first.
+    #[test]
+    fn window_reports_every_step_sharing_a_code() {
+        let s = TotpSecret::from_bytes(b"12345678901234567890");
+        let p = TotpParams {
+            skew_steps: 10,
+            ..params(6, TotpAlgorithm::Sha1)
+        };
+        let codes: Vec<String> = (0..400_000u64).map(|n| code_at_step(&s, n, &p)).collect();
+        let mut seen = std::collections::HashMap::new();
+        let (early, late) = codes
+            .iter()
+            .enumerate()
+            .find_map(|(late, code)| {
+                let early = seen.insert(code.clone(), late)?;
+                (late - early <= 20).then_some((early as u64, late as u64))
+            })
+            .expect("a shared code within 20 steps in the first 400 000");
+        let now = Timestamp((early + 10) * 30);
+        let code = code_at_step(&s, late, &p);
+        assert_eq!(matching_steps(&s, &code, now, &p), vec![early, late]);
+        assert_eq!(matching_step(&s, &code, now, &p), Some(early));
+        assert!(matching_steps(&s, "12a456", now, &p).is_empty());
     }
 
     #[test]

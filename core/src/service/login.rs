@@ -318,7 +318,9 @@ impl Core {
         if digits_only && code.len() == self.settings.totp.digits as usize {
             if let Some(sealed) = record.account.as_ref().and_then(|a| a.totp.as_ref()) {
                 let secret = self.keys.open(user, sealed)?;
-                if let Some(step) = totp::matching_step(&secret, code, now, &self.settings.totp) {
+                // Earliest first; a step already used is a replay only if no later
+                // step of the window has the same code.
+                for step in totp::matching_steps(&secret, code, now, &self.settings.totp) {
                     match self
                         .store
                         .accept_totp_step(user, step, now)

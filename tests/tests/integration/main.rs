@@ -12,3 +12,4 @@ mod portal_browser;
 mod radius;
 mod ssh;
 mod store;
+mod wifi;
