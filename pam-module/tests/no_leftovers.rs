@@ -59,8 +59,8 @@ fn many_calls_in_both_modes_leave_no_thread_and_no_descriptor() {
     let fds = count("/proc/self/fd");
 
     let modes = [&b.server_mode_config, &b.direct_mode_config];
-    let mut step = base;
     for (i, config) in modes.iter().enumerate() {
+        let step = base + i as u64;
         // A right code (with `remember`), then the trusted host, wrong codes, the
         // password mode with a wrong password, an unknown user, nullok.
         let mut h = Answers::new("alice", Some("192.0.2.50"), &[&code(&secret, step)]);
@@ -70,7 +70,6 @@ fn many_calls_in_both_modes_leave_no_thread_and_no_descriptor() {
             "mode {i}: {:?}",
             h.logs
         );
-        step += 1;
         for _ in 0..10 {
             let mut h = Answers::new("alice", Some("192.0.2.50"), &[]);
             assert_eq!(login(config, &["remember"], &mut h), PamCode::Success);

@@ -9,19 +9,19 @@ use std::sync::OnceLock;
 
 use crate::error::{HarnessError, Result};
 
-/// `target/<profile>`: the folder of the running test executable's `deps/`.
+/// `target/<profile>`: the folder of the running test executable's `deps/`, or of a
+/// binary (a benchmark) run from `target/<profile>/`.
 fn profile_dir() -> Result<PathBuf> {
     let exe =
         std::env::current_exe().map_err(|e| HarnessError::io("locating the test executable", e))?;
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .map(PathBuf::from)
-        .ok_or_else(|| {
-            HarnessError::Usage(format!(
-                "{} is not under target/<profile>/deps",
-                exe.display()
-            ))
-        })
+    let parent = exe.parent();
+    let dir = match parent {
+        Some(p) if p.file_name().is_some_and(|n| n == "deps") => p.parent(),
+        other => other,
+    };
+    dir.map(PathBuf::from).ok_or_else(|| {
+        HarnessError::Usage(format!("{} is not under target/<profile>/", exe.display()))
+    })
 }
 
 /// Builds `otpgate` and `pam_otpgate` once; returns `target/<profile>`.
