@@ -15,6 +15,10 @@
 //!
 //! The binary (`src/main.rs`) is glue: arguments, setup, one run per in-flight level,
 //! the report.
+//!
+//! `src/bin/pam-overhead.rs` measures the time `pam_otpgate` adds to a login beyond the
+//! backends' round trips, in server and direct mode
+//! (`cargo run --release -p otpgate-bench --bin pam-overhead [-- ITERATIONS]`).
 #![forbid(unsafe_code)]
 
 pub mod load;

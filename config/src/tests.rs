@@ -37,6 +37,7 @@ fn shipped_examples_parse() {
         for secret in [
             "ldap.secret",
             "radius-vpn.secret",
+            "radius-linux.secret",
             "pam-radius.secret",
             "smtp.secret",
         ] {

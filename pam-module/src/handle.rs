@@ -75,3 +75,60 @@ pub trait PamHandle {
     /// Writes a log line (syslog authpriv in the module).
     fn log(&mut self, level: Level, message: &str);
 }
+
+/// A handle that answers every prompt from a list, in order, and keeps the log lines:
+/// for driving the login logic in-process (the no-leftovers test, the overhead
+/// benchmark). Its user and remote host are fixed; it has no earlier password.
+#[derive(Debug)]
+pub struct Answers {
+    user: String,
+    rhost: Option<String>,
+    /// Reversed: the next answer is last.
+    answers: Vec<String>,
+    /// The prompts shown, in order.
+    pub prompts: Vec<String>,
+    /// The log lines written, in order.
+    pub logs: Vec<String>,
+}
+
+impl Answers {
+    /// A handle for `user` from `rhost` answering `answers`.
+    pub fn new(user: &str, rhost: Option<&str>, answers: &[&str]) -> Self {
+        Self {
+            user: user.to_string(),
+            rhost: rhost.map(str::to_string),
+            answers: answers.iter().rev().map(|a| a.to_string()).collect(),
+            prompts: Vec::new(),
+            logs: Vec::new(),
+        }
+    }
+}
+
+impl PamHandle for Answers {
+    fn user(&mut self) -> Result<Zeroizing<Vec<u8>>, HandleError> {
+        Ok(Zeroizing::new(self.user.as_bytes().to_vec()))
+    }
+    fn rhost(&mut self) -> Result<Option<Vec<u8>>, HandleError> {
+        Ok(self.rhost.as_ref().map(|h| h.as_bytes().to_vec()))
+    }
+    fn authtok(&mut self) -> Result<Option<Zeroizing<Vec<u8>>>, HandleError> {
+        Ok(None)
+    }
+    fn set_authtok(&mut self, _token: &[u8]) -> Result<(), HandleError> {
+        Ok(())
+    }
+    fn prompt_hidden(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, HandleError> {
+        self.prompts.push(prompt.to_string());
+        let answer = self
+            .answers
+            .pop()
+            .ok_or_else(|| HandleError::Conversation("no more answers".into()))?;
+        Ok(Zeroizing::new(answer.into_bytes()))
+    }
+    fn info(&mut self, _text: &str) -> Result<(), HandleError> {
+        Ok(())
+    }
+    fn log(&mut self, _level: Level, message: &str) {
+        self.logs.push(message.to_string());
+    }
+}

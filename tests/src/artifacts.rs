@@ -38,20 +38,25 @@ fn build() -> Result<PathBuf> {
             let dir = profile_dir().map_err(|e| e.to_string())?;
             let target = dir.parent().ok_or("no target directory")?.to_path_buf();
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.args(["build", "--quiet", "-p", "otpgate", "-p", "pam_otpgate"])
-                .env("CARGO_TARGET_DIR", &target);
-            if dir.file_name().is_some_and(|n| n == "release") {
-                cmd.arg("--release");
-            }
-            let out = cmd
-                .output()
-                .map_err(|e| format!("running cargo build: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "cargo build -p otpgate -p pam_otpgate failed:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
+            // One package per build: together, the module would share the binary's
+            // tokio features (its signal driver keeps a socket pair open for the life
+            // of the process, which the module must not leave in sshd).
+            for package in ["otpgate", "pam_otpgate"] {
+                let mut cmd = Command::new(&cargo);
+                cmd.args(["build", "--quiet", "-p", package])
+                    .env("CARGO_TARGET_DIR", &target);
+                if dir.file_name().is_some_and(|n| n == "release") {
+                    cmd.arg("--release");
+                }
+                let out = cmd
+                    .output()
+                    .map_err(|e| format!("running cargo build: {e}"))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "cargo build -p {package} failed:\n{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    ));
+                }
             }
             Ok(dir)
         })

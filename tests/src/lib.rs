@@ -83,7 +83,10 @@ pub use config::{ConfigBuilder, TestConfig, toml_string, toml_string_array};
 pub use error::{HarnessError, Result};
 pub use freeradius::{FreeRadiusFront, FrontOptions};
 pub use mail::Mail;
-pub use pam::{PamResult, PamRun, PamSession, PamStack, pamtester, spawn_pamtester};
+pub use pam::{
+    PAM_RADIUS_SECRET, PamBackends, PamResult, PamRun, PamSession, PamStack, pamtester,
+    spawn_pamtester,
+};
 pub use ports::{free_tcp_port, free_udp_port};
 pub use process::{READY_TIMEOUT, wait_until};
 pub use redis::{Redis, RedisCluster, RedisSentinel, Resp};

@@ -241,3 +241,108 @@ mod tests {
         assert_eq!(result_of("pamtester: whatever"), PamResult::Other);
     }
 }
+
+/// The shared secret between the PAM host and `otpgate serve` in [`PamBackends`].
+pub const PAM_RADIUS_SECRET: &str = "a-long-shared-secret-for-pam-hosts";
+
+/// Everything the module talks to, for tests and benchmarks outside the integration
+/// binary: slapd, Redis, an SMTP sink, `otpgate serve` whose client entry for
+/// 127.0.0.1 vouches for passwords (`password_checked_by_client`), tells reasons and
+/// trusts hosts by Calling-Station-Id; a server-mode `[pam]` config for it and a
+/// direct-mode config (mode 0600) on the same Redis and master key.
+#[derive(Debug)]
+pub struct PamBackends {
+    pub slapd: crate::Slapd,
+    pub redis: crate::Redis,
+    pub smtp: crate::SmtpSink,
+    /// The server's config (also for the CLI).
+    pub config: crate::TestConfig,
+    pub server: crate::OtpgateServe,
+    /// `[pam] backend = "server"` pointing at `server`.
+    pub server_mode_config: std::path::PathBuf,
+    /// The server's config plus `[pam] backend = "direct"`, mode 0600.
+    pub direct_mode_config: std::path::PathBuf,
+}
+
+impl PamBackends {
+    /// Starts the servers; `extra` is appended to the server's (and direct mode's)
+    /// config, e.g. a `[lockout]` section.
+    pub fn start(extra: &str) -> Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        let slapd = crate::Slapd::start()?;
+        let redis = crate::Redis::start()?;
+        let smtp = crate::SmtpSink::start()?;
+        let config = crate::ConfigBuilder::new(&slapd)
+            .redis(&redis)
+            .smtp(&smtp)
+            .set("totp", "skew_steps", "5")
+            .extra(extra)
+            .extra(
+                "[radius]\nlisten = [\"127.0.0.1:0\"]\nreject_delay = \"10ms\"\n\n\
+                 [[radius.clients]]\nname = \"pam-host\"\naddress = \"127.0.0.1/32\"\n\
+                 secret_file = \"radius.secret\"\npassword_checked_by_client = true\n\
+                 reject_reasons = true\ntrust_calling_station = true\n",
+            )
+            .write()?;
+        crate::write_radius_secret(config.dir(), PAM_RADIUS_SECRET)?;
+        let server = crate::OtpgateServe::start(config.path())?;
+        let write = |path: &Path, text: &str, mode: u32| -> Result<()> {
+            std::fs::write(path, text)
+                .and_then(|()| {
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                })
+                .map_err(|e| HarnessError::io(format!("writing {}", path.display()), e))
+        };
+        let server_mode_config = config.dir().join("pam-server.toml");
+        write(
+            &server_mode_config,
+            &format!(
+                "[pam]\nbackend = \"server\"\nservers = [\"{}\"]\nsecret_file = \"radius.secret\"\n\
+                 timeout = \"2s\"\nretries = 1\n",
+                server.radius_addr()
+            ),
+            0o644,
+        )?;
+        let direct_mode_config = config.dir().join("pam-direct.toml");
+        write(
+            &direct_mode_config,
+            &format!("{}\n[pam]\nbackend = \"direct\"\n", config.contents()?),
+            0o600,
+        )?;
+        Ok(Self {
+            slapd,
+            redis,
+            smtp,
+            config,
+            server,
+            server_mode_config,
+            direct_mode_config,
+        })
+    }
+
+    /// `otpgate --config CONFIG ARGS…`, which must succeed; its stdout.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        let out = crate::binary::run(
+            Command::new(crate::otpgate_binary()?)
+                .arg("--config")
+                .arg(self.config.path())
+                .args(args)
+                .env_remove("OTPGATE_CONFIG"),
+            None,
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Enrolls `user` (`otpgate user enroll --json`) and confirms it with
+    /// `code_for(secret_base32)`; returns the base32 secret.
+    pub fn enroll(&self, user: &str, code_for: impl Fn(&str) -> String) -> Result<String> {
+        let json = self.cli(&["user", "enroll", user, "--json"])?;
+        let secret = json
+            .split_once("\"secret\":\"")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(s, _)| s.to_string())
+            .ok_or_else(|| HarnessError::Usage(format!("no secret in {json}")))?;
+        self.cli(&["user", "confirm", user, &code_for(&secret)])?;
+        Ok(secret)
+    }
+}

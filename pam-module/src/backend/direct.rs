@@ -280,7 +280,7 @@ impl Backend for DirectBackend {
             .password
             .take()
             .ok_or_else(|| BackendError::Unavailable("an answer without a login".into()))?;
-        let answer = String::from_utf8_lossy(answer).into_owned();
+        let answer = zeroize::Zeroizing::new(String::from_utf8_lossy(answer).into_owned());
         let keyword = self.keyword.clone();
         self.step(login, async move |core, ctx| {
             Self::answer_async(core, &keyword, login, ctx, proof, &answer).await
