@@ -197,7 +197,12 @@ fn code_body(v: &Visit, error: Option<&str>) -> String {
         error = error.map(error_block).unwrap_or_default(),
         csrf_f = csrf_field(&csrf),
         l_code = esc(v.t("code.label")),
-        l_trust = esc(v.t("code.trust")),
+        l_trust = esc(&v.t("code.trust").replace(
+            "{days}",
+            &(v.app.options.remember_for.as_secs() / 86_400)
+                .max(1)
+                .to_string()
+        )),
         l_signin = esc(v.t("code.signin")),
         h_help = esc(v.t("help.title")),
         p_help = esc(v.t("help.text")),

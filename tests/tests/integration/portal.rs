@@ -594,3 +594,18 @@ fn japanese_by_accept_language_and_by_choice() {
     assert_page(&page, 200, "/login");
     assert!(page.has("ログイン"));
 }
+
+#[test]
+fn sigterm_stops_the_portal_with_the_rest() {
+    let mut env = Env::start("");
+    let mut web = env.client();
+    assert_eq!(web.get("/login").unwrap().status, 200);
+    env.server.signal("TERM").unwrap();
+    let status = env.server.wait_exit(Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}: {}",
+        env.server.log()
+    );
+    assert!(web.get("/login").is_err(), "nothing listens any more");
+}
