@@ -52,6 +52,7 @@ pub struct Visit {
     /// The trusted-browser token, if the browser has one.
     pub device: Option<String>,
     pub user_agent: String,
+    /// This page (path and query) for a GET, else `/`: where the language links return.
     pub path: String,
     pub query: String,
     set_cookies: Vec<String>,
@@ -122,7 +123,12 @@ impl FromRequestParts<App> for Visit {
                 .chars()
                 .take(120)
                 .collect(),
-            path: parts.uri.path().to_string(),
+            // Where the language links come back to: this page for a GET, else home.
+            path: match (parts.method == axum::http::Method::GET, parts.uri.query()) {
+                (true, Some(q)) => format!("{}?{q}", parts.uri.path()),
+                (true, None) => parts.uri.path().to_string(),
+                (false, _) => "/".to_string(),
+            },
             query: parts.uri.query().unwrap_or("").to_string(),
             set_cookies,
         })

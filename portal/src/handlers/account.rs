@@ -444,7 +444,11 @@ pub async fn trusted_revoke_post(mut v: Visit, body: Body) -> Response {
 /// A local path to go back to after switching language (never another site).
 fn back_path(v: &Visit) -> String {
     let q = v.query_form().ok();
-    let back = q.as_ref().map(|q| q.str("back")).unwrap_or("/");
+    safe_back(q.as_ref().map(|q| q.str("back")).unwrap_or("/"))
+}
+
+/// `back` if it is a path on this site (not `//host`, not a language switch), else `/`.
+fn safe_back(back: &str) -> String {
     let safe = back.starts_with('/')
         && !back.starts_with("//")
         && !back.contains('\\')
@@ -470,4 +474,28 @@ pub async fn lang_en(v: Visit) -> Response {
 /// GET /lang/ja.
 pub async fn lang_ja(v: Visit) -> Response {
     switch(v, Lang::Ja).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_back;
+
+    #[test]
+    fn the_language_switch_returns_only_to_this_site() {
+        assert_eq!(safe_back("/address"), "/address");
+        assert_eq!(
+            safe_back("/reset/confirm?user=a&token=b"),
+            "/reset/confirm?user=a&token=b"
+        );
+        for bad in [
+            "//evil.example/",
+            "https://evil.example/",
+            "/\\evil",
+            "/lang/ja",
+            "",
+            "/a b",
+        ] {
+            assert_eq!(safe_back(bad), "/", "{bad}");
+        }
+    }
 }

@@ -22,8 +22,8 @@ fn count(result: &'static str) {
 }
 
 /// Whether the entry is in the configured operators' group (by DN or by `cn`).
-fn is_admin(v: &Visit, groups: &[String]) -> bool {
-    let Some(admin) = v.app.options.admin_group.as_deref() else {
+fn is_admin(admin_group: Option<&str>, groups: &[String]) -> bool {
+    let Some(admin) = admin_group else {
         return false;
     };
     groups.iter().any(|g| {
@@ -40,7 +40,7 @@ fn is_admin(v: &Visit, groups: &[String]) -> bool {
 /// The session after an accept.
 fn signed_in(v: &Visit, accepted: Accepted) -> Signed {
     Signed {
-        admin: is_admin(v, &accepted.entry.groups),
+        admin: is_admin(v.app.options.admin_group.as_deref(), &accepted.entry.groups),
         user: accepted.user,
     }
 }
@@ -197,7 +197,12 @@ fn code_body(v: &Visit, error: Option<&str>) -> String {
         error = error.map(error_block).unwrap_or_default(),
         csrf_f = csrf_field(&csrf),
         l_code = esc(v.t("code.label")),
-        l_trust = esc(v.t("code.trust")),
+        l_trust = esc(&v.t("code.trust").replace(
+            "{days}",
+            &(v.app.options.remember_for.as_secs() / 86_400)
+                .max(1)
+                .to_string()
+        )),
         l_signin = esc(v.t("code.signin")),
         h_help = esc(v.t("help.title")),
         p_help = esc(v.t("help.text")),
@@ -454,4 +459,23 @@ fn redirect_to(mut response: Response, to: &'static str) -> Response {
         );
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_admin;
+
+    #[test]
+    fn operators_by_group_dn_or_cn() {
+        let groups = vec!["cn=otp-admins,ou=groups,dc=example,dc=org".to_string()];
+        assert!(is_admin(Some("otp-admins"), &groups));
+        assert!(is_admin(
+            Some("CN=otp-admins,ou=groups,dc=example,dc=org"),
+            &groups
+        ));
+        assert!(!is_admin(Some("admins"), &groups));
+        assert!(!is_admin(Some("otp-admins,ou=groups"), &groups));
+        assert!(!is_admin(None, &groups));
+        assert!(!is_admin(Some("otp-admins"), &[]));
+    }
 }

@@ -20,8 +20,8 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// The servers, the config, `otpgate serve` with the portal, and the next TOTP step.
 pub struct Env {
-    pub _slapd: Slapd,
-    pub _redis: Redis,
+    pub slapd: Slapd,
+    pub redis: Redis,
     pub smtp: SmtpSink,
     pub tls: PortalTls,
     pub config: TestConfig,
@@ -47,8 +47,8 @@ impl Env {
         write_radius_secret(config.dir(), "portal-tests-secret").unwrap();
         let server = OtpgateServe::start(config.path()).unwrap();
         Env {
-            _slapd: slapd,
-            _redis: redis,
+            slapd,
+            redis,
             smtp,
             tls,
             config,
@@ -593,4 +593,82 @@ fn japanese_by_accept_language_and_by_choice() {
     let page = web.get("/lang/ja?back=%2F%2Fevil.example%2F").unwrap();
     assert_page(&page, 200, "/login");
     assert!(page.has("ログイン"));
+}
+
+#[test]
+fn sigterm_stops_the_portal_with_the_rest() {
+    let mut env = Env::start("");
+    let mut web = env.client();
+    assert_eq!(web.get("/login").unwrap().status, 200);
+    env.server.signal("TERM").unwrap();
+    let status = env.server.wait_exit(Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}: {}",
+        env.server.log()
+    );
+    assert!(web.get("/login").is_err(), "nothing listens any more");
+}
+
+#[test]
+fn a_backend_outage_is_an_unavailable_page_never_a_sign_in() {
+    let mut env = Env::start("");
+    let secret = env.enroll_cli(DAVE.uid);
+    let mut web = env.client();
+    assert_page(
+        &web.login(DAVE.uid, DAVE.password).unwrap(),
+        200,
+        "/login/code",
+    );
+    // The store goes away between the password and the code.
+    env.redis.stop();
+    let code = env.next_code(&secret);
+    let page = web.post("/login/code", &[("code", &code)]).unwrap();
+    assert_eq!(page.status, 503, "{}", page.html);
+    assert!(page.has("unavailable"));
+    assert!(
+        !page.has("redis") && !page.has("Connection refused"),
+        "no backend text: {}",
+        page.html
+    );
+    // Not signed in: still at the code step, to try again once the store is back.
+    assert_page(&web.get("/").unwrap(), 200, "/login/code");
+    // The directory down: the password step fails closed too.
+    env.redis.start_again().unwrap();
+    env.slapd.stop();
+    let page = web.login(DAVE.uid, DAVE.password).unwrap();
+    assert_eq!(page.status, 503, "{}", page.html);
+    assert!(
+        env.server
+            .metric("otpgate_backend_errors_total{door=\"portal\",backend=\"directory\"}")
+            >= 1.0
+    );
+    assert!(
+        env.server
+            .metric("otpgate_backend_errors_total{door=\"portal\",backend=\"store\"}")
+            >= 1.0
+    );
+}
+
+#[test]
+fn password_attempts_are_rate_limited_per_address() {
+    let env = Env::start("");
+    let mut web = env.client();
+    web.get("/login").unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..31 {
+        statuses.push(
+            web.post("/login", &[("user", DAVE.uid), ("password", "wrong")])
+                .unwrap()
+                .status,
+        );
+    }
+    assert!(statuses[..30].iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(statuses[30], 429);
+    // Even the right password waits now.
+    let page = web
+        .post("/login", &[("user", DAVE.uid), ("password", DAVE.password)])
+        .unwrap();
+    assert_eq!(page.status, 429);
+    assert!(page.has("Too many attempts"));
 }
