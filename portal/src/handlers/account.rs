@@ -13,6 +13,18 @@ use crate::i18n::Lang;
 use crate::session::Signed;
 use crate::visit::Visit;
 
+/// A posted code: the form (CSRF checked), the signed-in user, and the rate limit.
+macro_rules! code_post {
+    ($v:ident, $body:ident, $limited_ok:expr) => {{
+        let form = try_page!($v.form($body));
+        let s = signed!($v, $limited_ok);
+        if !$v.app.limiter.allow($v.remote) {
+            return $v.error_page(StatusCode::TOO_MANY_REQUESTS, "err.too_many");
+        }
+        (form, s)
+    }};
+}
+
 /// The user's status, or the failure page.
 async fn status(v: &mut Visit, s: &Signed) -> Result<UserStatus, Response> {
     let core = v.app.core.clone();
@@ -144,11 +156,7 @@ pub async fn address_post(mut v: Visit, body: Body) -> Response {
 
 /// POST /address/confirm: the mailed code makes the address the user's.
 pub async fn address_confirm_post(mut v: Visit, body: Body) -> Response {
-    let form = try_page!(v.form(body));
-    let s = signed!(v, true);
-    if !v.app.limiter.allow(v.remote) {
-        return v.error_page(StatusCode::TOO_MANY_REQUESTS, "err.too_many");
-    }
+    let (form, s) = code_post!(v, body, true);
     let ctx = v.ctx();
     let core = v.app.core.clone();
     match core.confirm_address(&s.user, form.str("code"), &ctx).await {
@@ -279,11 +287,7 @@ pub async fn app_enroll_post(mut v: Visit, body: Body) -> Response {
 
 /// POST /app/confirm: the first code activates the app.
 pub async fn app_confirm_post(mut v: Visit, body: Body) -> Response {
-    let form = try_page!(v.form(body));
-    let s = signed!(v, true);
-    if !v.app.limiter.allow(v.remote) {
-        return v.error_page(StatusCode::TOO_MANY_REQUESTS, "err.too_many");
-    }
+    let (form, s) = code_post!(v, body, true);
     let ctx = v.ctx();
     let core = v.app.core.clone();
     match core
@@ -313,11 +317,7 @@ pub async fn app_confirm_post(mut v: Visit, body: Body) -> Response {
 
 /// POST /app/another: after a fresh code, the enrolled secret again.
 pub async fn app_another_post(mut v: Visit, body: Body) -> Response {
-    let form = try_page!(v.form(body));
-    let s = signed!(v, false);
-    if !v.app.limiter.allow(v.remote) {
-        return v.error_page(StatusCode::TOO_MANY_REQUESTS, "err.too_many");
-    }
+    let (form, s) = code_post!(v, body, false);
     let ctx = v.ctx();
     let core = v.app.core.clone();
     let refused = match core.verify_code(&s.user, form.str("code")).await {

@@ -228,6 +228,18 @@ fn pending_user(v: &Visit) -> Option<UserName> {
     }
 }
 
+/// The form and the waiting user of a post on the code page, or the early answer.
+macro_rules! pending {
+    ($v:ident, $body:ident) => {
+        match pending_step(&mut $v, $body) {
+            Ok(found) => found,
+            Err(Step::Response(r)) => return r,
+            Err(Step::Back) => return $v.redirect("/login"),
+            Err(Step::TooMany) => return too_many($v),
+        }
+    };
+}
+
 /// Why a post on the code page stops early.
 enum Step {
     /// The form was refused (this page says why).
@@ -263,12 +275,7 @@ pub async fn code_page(v: Visit) -> Response {
 
 /// POST /login/code: the second factor.
 pub async fn code_post(mut v: Visit, body: Body) -> Response {
-    let (form, user) = match pending_step(&mut v, body) {
-        Ok(found) => found,
-        Err(Step::Response(r)) => return r,
-        Err(Step::Back) => return v.redirect("/login"),
-        Err(Step::TooMany) => return too_many(v),
-    };
+    let (form, user) = pending!(v, body);
     let ctx = v.ctx();
     let core = v.app.core.clone();
     match core.verify_code(&user, form.str("code")).await {
@@ -298,12 +305,7 @@ pub async fn code_post(mut v: Visit, body: Body) -> Response {
 
 /// POST /login/help: "Can't log in?" — a mailed code, or a helpdesk request.
 pub async fn help_post(mut v: Visit, body: Body) -> Response {
-    let (_form, user) = match pending_step(&mut v, body) {
-        Ok(found) => found,
-        Err(Step::Response(r)) => return r,
-        Err(Step::Back) => return v.redirect("/login"),
-        Err(Step::TooMany) => return too_many(v),
-    };
+    let (_form, user) = pending!(v, body);
     let ctx = v.ctx();
     match v.app.core.request_login_code(&user, &ctx).await {
         Ok(CodeDelivery::Mailed { masked_address }) => {
@@ -334,12 +336,7 @@ fn helpdesk_page(v: Visit) -> Response {
 
 /// POST /login/reset: "Lost your device?" from the code page — mails a reset link.
 pub async fn reset_request_post(mut v: Visit, body: Body) -> Response {
-    let (_form, user) = match pending_step(&mut v, body) {
-        Ok(found) => found,
-        Err(Step::Response(r)) => return r,
-        Err(Step::Back) => return v.redirect("/login"),
-        Err(Step::TooMany) => return too_many(v),
-    };
+    let (_form, user) = pending!(v, body);
     let ctx = v.ctx();
     match v.app.core.request_reset(&user, &ctx).await {
         Ok(delivery) => {
