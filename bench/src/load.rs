@@ -116,12 +116,13 @@ impl Worker {
             let now_step = totp::step_at(SystemClock.now(), self.options.period);
             let next = {
                 let mut logins = self.logins.lock().unwrap_or_else(PoisonError::into_inner);
+                let current_step_only = logins.is_current_step();
                 logins.next(now_step).and_then(|login| {
                     let name = logins.users().get(login.user)?.name.clone();
-                    Some((name, login.user_password))
+                    Some((name, login.user_password, login.step, current_step_only))
                 })
             };
-            let Some((name, user_password)) = next else {
+            let Some((name, user_password, step, current_step_only)) = next else {
                 self.exhausted.store(true, Ordering::Relaxed);
                 break;
             };
@@ -137,10 +138,17 @@ impl Worker {
 
             let sent = Instant::now();
             self.socket.send(&request).await?;
-            let outcome = self
+            let mut outcome = self
                 .await_reply(&mut buf, identifier, authenticator, sent, &mut stats)
                 .await?;
-            stats.record(outcome, sent.elapsed());
+            let latency = sent.elapsed();
+            if outcome == Outcome::Reject
+                && current_step_only
+                && totp::step_at(SystemClock.now(), self.options.period) != step
+            {
+                outcome = Outcome::StaleReject;
+            }
+            stats.record(outcome, latency);
         }
         Ok(stats)
     }

@@ -35,6 +35,11 @@ pub struct Login {
 /// The round-robin schedule of fresh (user, step) pairs.
 pub struct Logins {
     users: Vec<BenchUser>,
+    /// Whether steps are walked through the server's window, each used once (otpgate:
+    /// replay protection), or every login uses the current step (a server that
+    /// accepts only the current step and has no replay protection, like FreeRADIUS's
+    /// rlm_totp).
+    fresh: bool,
     /// Per user, the next step not yet used.
     next_step: Vec<u64>,
     /// Whose turn it is.
@@ -48,10 +53,25 @@ impl Logins {
         let next_step = users.iter().map(|u| u.last_step + 1).collect();
         Self {
             users,
+            fresh: true,
             next_step,
             cursor: 0,
             params,
         }
+    }
+
+    /// A schedule over `users` in which every login uses the code of the current
+    /// step: for a server without replay protection that accepts no other step.
+    pub fn current_step(users: Vec<BenchUser>, params: TotpParams) -> Self {
+        Self {
+            fresh: false,
+            ..Self::new(users, params)
+        }
+    }
+
+    /// Whether every login uses the current step ([`Logins::current_step`]).
+    pub fn is_current_step(&self) -> bool {
+        !self.fresh
     }
 
     /// The users.
@@ -69,8 +89,12 @@ impl Logins {
         let user = self.cursor;
         let next = self.next_step.get_mut(user)?;
         let oldest = (now_step + 1).saturating_sub(skew);
-        let step = (*next).max(oldest);
-        if step > now_step + skew {
+        let step = if self.fresh {
+            (*next).max(oldest)
+        } else {
+            now_step
+        };
+        if self.fresh && step > now_step + skew {
             return None;
         }
         *next = step + 1;
@@ -84,8 +108,12 @@ impl Logins {
         })
     }
 
-    /// How many fresh logins the window holds at `now_step`, over all users.
+    /// How many fresh logins the window holds at `now_step`, over all users
+    /// (unbounded, `u64::MAX`, for [`Logins::current_step`]).
     pub fn capacity(&self, now_step: u64) -> u64 {
+        if !self.fresh {
+            return u64::MAX;
+        }
         let skew = u64::from(self.params.skew_steps);
         let newest = now_step + skew;
         let oldest = (now_step + 1).saturating_sub(skew);
@@ -145,6 +173,17 @@ mod tests {
         assert_eq!(login.step, 100);
         assert!(login.user_password.starts_with("user0000-pw"));
         assert_eq!(login.user_password.len(), "user0000-pw".len() + 6);
+    }
+
+    #[test]
+    fn current_step_schedule_never_runs_out() {
+        let now = 70;
+        let mut logins = Logins::current_step(users(2, now), params(1));
+        for _ in 0..10 {
+            let login = logins.next(now).unwrap();
+            assert_eq!(login.step, now);
+        }
+        assert_eq!(logins.next(now + 1).unwrap().step, now + 1);
     }
 
     #[test]

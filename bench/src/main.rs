@@ -60,6 +60,20 @@ struct RadiusArgs {
     /// Enrollments in parallel during setup.
     #[arg(long, default_value_t = 16)]
     enroll_concurrency: usize,
+    /// The servers to measure, one after the other (comma-separated): `otpgate serve`,
+    /// and FreeRADIUS doing the same work with rlm_ldap and rlm_totp (needs the
+    /// `freeradius` and `freeradius-ldap` packages).
+    #[arg(long, value_delimiter = ',', default_value = "otpgate,freeradius")]
+    server: Vec<Server>,
+}
+
+/// A server the bench can measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Server {
+    /// `otpgate serve`.
+    Otpgate,
+    /// The FreeRADIUS baseline.
+    Freeradius,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -101,6 +115,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     if args.in_flight.is_empty() || args.in_flight.contains(&0) {
         bail!("--in-flight needs one or more values above 0");
     }
+    if args.server.is_empty() {
+        bail!("--server needs otpgate, freeradius or both");
+    }
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     println!(
         "otpgate-bench radius: {} users, skew_steps {}, runs of {:?} at in-flight {:?}; {cores} cores, load average {}",
@@ -110,7 +127,20 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         args.in_flight,
         load_average()
     );
+    let mut all_accepted = true;
+    for server in &args.server {
+        // Each server runs alone: the previous one and its backends are stopped.
+        all_accepted &= match server {
+            Server::Otpgate => run_otpgate(&args).await?,
+            Server::Freeradius => run_freeradius(&args).await?,
+        };
+    }
+    Ok(all_accepted)
+}
 
+/// `otpgate serve` on slapd and Redis, with every user enrolled through the core.
+async fn run_otpgate(args: &RadiusArgs) -> anyhow::Result<bool> {
+    println!("== otpgate serve (append mode, replay protection, lockout, audit)");
     let started = std::time::Instant::now();
     // Blocking here is harmless: nothing else runs on this thread yet.
     let env = setup::start(args.users, args.skew_steps)
@@ -139,18 +169,62 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let logins = Logins::new(users, env.params);
     let now_step = totp::step_at(SystemClock.now(), env.params.period);
     println!("fresh logins available now: {}", logins.capacity(now_step));
-    let logins = Arc::new(Mutex::new(logins));
-    let target = Arc::new(Target {
+    let target = Target {
         addr: env.server.radius_addr(),
-        secret: Secret::new(setup::SECRET.as_bytes().to_vec())
-            .map_err(|e| anyhow::anyhow!("the bench secret: {e}"))?,
-    });
+        secret: bench_secret()?,
+    };
+    run_levels(args, target, logins, env.params.period).await
+}
 
+/// The FreeRADIUS baseline (rlm_ldap + rlm_totp) on a slapd of its own.
+async fn run_freeradius(args: &RadiusArgs) -> anyhow::Result<bool> {
+    println!("== FreeRADIUS baseline (rlm_ldap search + bind, rlm_totp; no replay protection)");
+    let started = std::time::Instant::now();
+    let mut env =
+        setup::start_baseline(args.users).context("starting slapd and the FreeRADIUS baseline")?;
+    println!(
+        "servers up in {:.1} s: freeradius at {}",
+        started.elapsed().as_secs_f64(),
+        env.server.addr()
+    );
+    let params = otpgate_core::otp::totp::TotpParams {
+        digits: 6,
+        period: 30,
+        skew_steps: 0,
+        algorithm: otpgate_config::TotpAlgorithm::Sha1,
+    };
+    let logins = Logins::current_step(env.users.drain(..).collect(), params);
+    let target = Target {
+        addr: env.server.addr(),
+        secret: bench_secret()?,
+    };
+    let accepted = run_levels(args, target, logins, params.period).await;
+    if !matches!(accepted, Ok(true)) {
+        println!("freeradius log:\n{}", env.server.log_tail());
+    }
+    accepted
+}
+
+fn bench_secret() -> anyhow::Result<Secret> {
+    Secret::new(setup::SECRET.as_bytes().to_vec())
+        .map_err(|e| anyhow::anyhow!("the bench secret: {e}"))
+}
+
+/// The warm-up, then one run per in-flight level; whether every request was
+/// accepted (stale rejects aside) and the schedule never ran dry.
+async fn run_levels(
+    args: &RadiusArgs,
+    target: Target,
+    logins: Logins,
+    period: u64,
+) -> anyhow::Result<bool> {
+    let logins = Arc::new(Mutex::new(logins));
+    let target = Arc::new(target);
     let options = |in_flight, duration| RunOptions {
         in_flight,
         duration,
         timeout: args.timeout,
-        period: env.params.period,
+        period,
     };
     if !args.warmup.is_zero() {
         let first = args.in_flight.first().copied().unwrap_or(1);

@@ -17,8 +17,8 @@ use otpgate_core::secret::TotpSecret;
 use otpgate_core::user::UserName;
 use otpgate_tests::users::{bulk_password, bulk_uid};
 use otpgate_tests::{
-    ConfigBuilder, HarnessError, OtpgateServe, Redis, Slapd, TestConfig, radius_section,
-    write_radius_secret,
+    ConfigBuilder, FreeRadiusBaseline, HarnessError, OtpgateServe, Redis, Slapd, SlapdOptions,
+    TestConfig, radius_section, write_radius_secret,
 };
 
 use crate::logins::BenchUser;
@@ -54,6 +54,9 @@ pub enum SetupError {
     /// The enrollment gave a secret that is not base32.
     #[error("enrollment of {0} gave a secret that is not base32")]
     Secret(String),
+    /// The operating system's random source failed.
+    #[error("generating TOTP secrets: {0}")]
+    Random(String),
 }
 
 /// The running servers; dropping it stops them all.
@@ -151,5 +154,51 @@ async fn enroll_one(
         name,
         secret,
         last_step: step,
+    })
+}
+
+/// FreeRADIUS doing the same work with its own modules
+/// ([`FreeRadiusBaseline`]), on a slapd of its own whose bulk users carry their TOTP
+/// secret in `description`; dropping it stops both.
+pub struct BaselineEnvironment {
+    /// FreeRADIUS; declared first so it stops before its directory.
+    pub server: FreeRadiusBaseline,
+    /// The directory.
+    pub slapd: Slapd,
+    /// The users, with the secrets the directory holds.
+    pub users: Vec<BenchUser>,
+}
+
+/// Starts slapd with `users` bulk users, each with a fresh random TOTP secret of 160
+/// bits in its entry, and the FreeRADIUS baseline on it.
+///
+/// # Errors
+///
+/// [`SetupError::Harness`] when a server does not start (or `freeradius-ldap` is
+/// missing), [`SetupError::Random`] when no randomness is to be had.
+pub fn start_baseline(users: usize) -> Result<BaselineEnvironment, SetupError> {
+    let mut bytes = vec![0u8; users * 20];
+    getrandom::fill(&mut bytes).map_err(|e| SetupError::Random(e.to_string()))?;
+    let secrets: Vec<TotpSecret> = bytes.chunks(20).map(TotpSecret::from_bytes).collect();
+    let slapd = Slapd::start_with(&SlapdOptions {
+        bulk_users: users,
+        bulk_descriptions: secrets.iter().map(|s| s.to_base32().to_string()).collect(),
+        ..SlapdOptions::default()
+    })?;
+    let server = FreeRadiusBaseline::start(&slapd, SECRET)?;
+    let users = secrets
+        .into_iter()
+        .enumerate()
+        .map(|(index, secret)| BenchUser {
+            name: bulk_uid(index),
+            password: bulk_password(index),
+            secret,
+            last_step: 0,
+        })
+        .collect();
+    Ok(BaselineEnvironment {
+        server,
+        slapd,
+        users,
     })
 }

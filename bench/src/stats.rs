@@ -10,6 +10,10 @@ pub enum Outcome {
     Accept,
     /// An authentic Access-Reject.
     Reject,
+    /// An authentic Access-Reject of a code whose step ended while the request was in
+    /// flight, from a server that accepts only the current step (the FreeRADIUS
+    /// baseline); expected around each step boundary, not a failure.
+    StaleReject,
     /// An authentic Access-Challenge (append mode should never challenge).
     Challenge,
     /// No authentic reply within the timeout.
@@ -23,8 +27,10 @@ pub struct Stats {
     latencies_us: Vec<u32>,
     /// Access-Accepts.
     pub accepts: u64,
-    /// Access-Rejects.
+    /// Access-Rejects (not counting the stale ones).
     pub rejects: u64,
+    /// Access-Rejects of codes whose step ended in flight ([`Outcome::StaleReject`]).
+    pub stale_rejects: u64,
     /// Access-Challenges.
     pub challenges: u64,
     /// Requests with no authentic reply in time.
@@ -39,6 +45,7 @@ impl Stats {
         match outcome {
             Outcome::Accept => self.accepts += 1,
             Outcome::Reject => self.rejects += 1,
+            Outcome::StaleReject => self.stale_rejects += 1,
             Outcome::Challenge => self.challenges += 1,
             Outcome::Timeout => {
                 self.timeouts += 1;
@@ -54,6 +61,7 @@ impl Stats {
         self.latencies_us.extend(other.latencies_us);
         self.accepts += other.accepts;
         self.rejects += other.rejects;
+        self.stale_rejects += other.stale_rejects;
         self.challenges += other.challenges;
         self.timeouts += other.timeouts;
         self.bad_replies += other.bad_replies;
@@ -61,12 +69,12 @@ impl Stats {
 
     /// Every request sent.
     pub fn requests(&self) -> u64 {
-        self.accepts + self.rejects + self.challenges + self.timeouts
+        self.accepts + self.rejects + self.stale_rejects + self.challenges + self.timeouts
     }
 
-    /// Whether every request was accepted.
+    /// Whether every request was accepted, but for stale rejects.
     pub fn all_accepted(&self) -> bool {
-        self.requests() > 0 && self.accepts == self.requests()
+        self.requests() > 0 && self.accepts + self.stale_rejects == self.requests()
     }
 
     /// The summary over `elapsed`.
@@ -94,6 +102,7 @@ impl Stats {
             max: at(1.0),
             accepts: self.accepts,
             rejects: self.rejects,
+            stale_rejects: self.stale_rejects,
             challenges: self.challenges,
             timeouts: self.timeouts,
             bad_replies: self.bad_replies,
@@ -111,6 +120,7 @@ pub struct Summary {
     pub max: Duration,
     pub accepts: u64,
     pub rejects: u64,
+    pub stale_rejects: u64,
     pub challenges: u64,
     pub timeouts: u64,
     pub bad_replies: u64,
@@ -136,7 +146,11 @@ impl fmt::Display for Summary {
             self.challenges,
             self.timeouts,
             self.bad_replies,
-        )
+        )?;
+        if self.stale_rejects > 0 {
+            write!(f, " stale-reject {}", self.stale_rejects)?;
+        }
+        Ok(())
     }
 }
 
@@ -158,6 +172,23 @@ mod tests {
         assert_eq!(s.max, Duration::from_millis(100));
         assert!((s.per_second - 50.5).abs() < 1e-9);
         assert!(!stats.all_accepted());
+    }
+
+    #[test]
+    fn stale_rejects_are_counted_apart_and_not_failures() {
+        let mut stats = Stats::default();
+        stats.record(Outcome::Accept, Duration::from_millis(1));
+        stats.record(Outcome::StaleReject, Duration::from_millis(1));
+        assert_eq!((stats.rejects, stats.stale_rejects), (0, 1));
+        assert!(stats.all_accepted());
+        stats.record(Outcome::Reject, Duration::from_millis(1));
+        assert!(!stats.all_accepted());
+        assert!(
+            stats
+                .summary(Duration::from_secs(1))
+                .to_string()
+                .ends_with("stale-reject 1")
+        );
     }
 
     #[test]

@@ -25,9 +25,9 @@ use crate::process::{ServerProcess, log_tail};
 use crate::tls::TestCa;
 
 /// The packaged configuration that is copied.
-const PACKAGED: &str = "/etc/freeradius/3.0";
+pub(crate) const PACKAGED: &str = "/etc/freeradius/3.0";
 /// What `freeradius -X` logs once every listener is open.
-const READY_LINE: &str = "Ready to process requests";
+pub(crate) const READY_LINE: &str = "Ready to process requests";
 
 /// A running FreeRADIUS front, killed on drop.
 #[derive(Debug)]
@@ -80,13 +80,7 @@ impl FreeRadiusFront {
         let conf = dir.path().join("raddb");
         binary::run(Command::new("cp").arg("-a").arg(PACKAGED).arg(&conf), None)?;
         let ca = configure(&conf, dir.path(), options, port)?;
-        let log = dir.path().join("freeradius.log");
-        let mut command = Command::new(freeradius);
-        command.arg("-X").arg("-d").arg(&conf);
-        let mut process = ServerProcess::spawn("freeradius", command, &log)?;
-        process.wait_ready(|| {
-            std::fs::read_to_string(&log).is_ok_and(|text| text.contains(READY_LINE))
-        })?;
+        let process = spawn_ready(freeradius, &["-X"], &conf, dir.path())?;
         Ok(Self {
             process,
             auth: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
@@ -151,12 +145,12 @@ fn set_line(text: &str, key: &str, value: &str, file: &str) -> Result<String> {
     Ok(lines.join("\n") + "\n")
 }
 
-fn read(path: &Path) -> Result<String> {
+pub(crate) fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path)
         .map_err(|e| HarnessError::io(format!("reading {}", path.display()), e))
 }
 
-fn remove_entries(dir: &Path) -> Result<()> {
+pub(crate) fn remove_entries(dir: &Path) -> Result<()> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| HarnessError::io(format!("listing {}", dir.display()), e))?;
     for entry in entries {
@@ -169,11 +163,26 @@ fn remove_entries(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Applies the fragments to the copy in `conf`; returns the test certificates.
-fn configure(conf: &Path, run: &Path, options: &FrontOptions<'_>, port: u16) -> Result<TestCa> {
-    let fragments = options.fragments;
+/// Points the copy's `radiusd.conf` at itself and this run's log and run directories,
+/// and makes it run as the calling user rather than `freerad`.
+/// Starts `freeradius` with `args` on the configuration in `conf`, its log in
+/// `run`, and waits until it says it is ready to process requests.
+pub(crate) fn spawn_ready(
+    freeradius: &Path,
+    args: &[&str],
+    conf: &Path,
+    run: &Path,
+) -> Result<ServerProcess> {
+    let log = run.join("freeradius.log");
+    let mut command = Command::new(freeradius);
+    command.args(args).arg("-d").arg(conf);
+    let mut process = ServerProcess::spawn("freeradius", command, &log)?;
+    process
+        .wait_ready(|| std::fs::read_to_string(&log).is_ok_and(|text| text.contains(READY_LINE)))?;
+    Ok(process)
+}
 
-    // radiusd.conf: this copy, this run's directories, the calling user.
+pub(crate) fn own_copy(conf: &Path, run: &Path) -> Result<()> {
     let radiusd = conf.join("radiusd.conf");
     let mut text = read(&radiusd)?;
     for (key, value) in [
@@ -196,6 +205,15 @@ fn configure(conf: &Path, run: &Path, options: &FrontOptions<'_>, port: u16) -> 
         std::fs::create_dir_all(&path)
             .map_err(|e| HarnessError::io(format!("creating {}", path.display()), e))?;
     }
+
+    Ok(())
+}
+
+/// Applies the fragments to the copy in `conf`; returns the test certificates.
+fn configure(conf: &Path, run: &Path, options: &FrontOptions<'_>, port: u16) -> Result<TestCa> {
+    let fragments = options.fragments;
+
+    own_copy(conf, run)?;
 
     // The sites: only the otpgate ones, the outer one on this run's port.
     remove_entries(&conf.join("sites-enabled"))?;

@@ -40,6 +40,8 @@
 //!   [`LocalUser`] for it, and [`ssh_login`], a paramiko keyboard-interactive client.
 //! - [`freeradius`]: [`FreeRadiusFront`], FreeRADIUS terminating EAP-TTLS and proxying
 //!   the inner PAP to otpgate, configured with the fragments in `packaging/freeradius/`.
+//! - [`baseline`]: [`FreeRadiusBaseline`], FreeRADIUS doing otpgate's append-mode work
+//!   with rlm_ldap and rlm_totp, the yardstick of the load bench.
 //! - [`artifacts`]: the `otpgate` binary and `pam_otpgate.so`, built once per test run.
 //! - [`binary`]: [`require_binary`], which turns a missing server into a failure that
 //!   names the install command; never a silent skip.
@@ -57,6 +59,7 @@
 #![forbid(unsafe_code)]
 
 pub mod artifacts;
+pub mod baseline;
 pub mod binary;
 pub mod codec;
 pub mod config;
@@ -78,6 +81,7 @@ pub mod users;
 pub mod webdriver;
 
 pub use artifacts::{otpgate_binary, pam_module};
+pub use baseline::FreeRadiusBaseline;
 pub use binary::{require_binary, require_python_modules};
 pub use config::{ConfigBuilder, TestConfig, toml_string, toml_string_array};
 pub use error::{HarnessError, Result};

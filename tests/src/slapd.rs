@@ -149,7 +149,7 @@ impl Slapd {
             None,
         )?;
 
-        let data = data_ldif(&tools, options.bulk_users)?;
+        let data = data_ldif(&tools, options.bulk_users, &options.bulk_descriptions)?;
         let data_path = root.join("data.ldif");
         write_public(&data_path, data.as_bytes())?;
         binary::run(
@@ -417,6 +417,9 @@ pub struct SlapdOptions {
     pub bulk_users: usize,
     /// Whether to add an LDAPS listener with a certificate from a fresh test CA.
     pub tls: bool,
+    /// A `description` for bulk user `index` (the value at that index), for runs that
+    /// keep per-user data in the directory; bulk users past its end have none.
+    pub bulk_descriptions: Vec<String>,
 }
 
 /// Starts slapd on `port` (and `ldaps_port`) and waits until an anonymous rootDSE
@@ -555,8 +558,9 @@ olcMemberOfMemberOfAD: memberOf
 }
 
 /// The entries for `slapadd -n 1`: base, service account, the two OUs, [`USERS`] and
-/// `bulk` generated users. Groups are not here (see the module doc).
-fn data_ldif(tools: &Tools, bulk: usize) -> Result<String> {
+/// `bulk` generated users (with `descriptions` by index). Groups are not here (see the
+/// module doc).
+fn data_ldif(tools: &Tools, bulk: usize, descriptions: &[String]) -> Result<String> {
     let mut ldif = format!(
         "dn: {SUFFIX}
 objectClass: dcObject
@@ -597,6 +601,9 @@ ou: groups
             activated: true,
         };
         ldif.push_str(&user_ldif(&user, &ssha(&bulk_password(index), salt)));
+        if let Some(description) = descriptions.get(index) {
+            ldif.push_str(&ldif_line("description", description));
+        }
         ldif.push('\n');
     }
     Ok(ldif)

@@ -1,6 +1,7 @@
 //! The one otpgate integration-test binary: each module tests one area against real
 //! servers started by the `otpgate-tests` harness.
 
+mod baseline;
 mod cli;
 mod core_rules;
 mod directory;

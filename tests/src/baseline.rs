@@ -1,0 +1,211 @@
+//! FreeRADIUS doing otpgate's RADIUS work with its own modules: the yardstick of the
+//! load bench (`bench/`), never part of the product.
+//!
+//! The same Access-Request as otpgate's append mode (User-Password is the password
+//! followed by a 6-digit TOTP code) is split in unlang; `rlm_ldap` searches for the
+//! user as the service account (with the same activated filter) and takes the TOTP
+//! secret from the entry's `description`, binds as the user to check the password,
+//! and `rlm_totp` checks the code. There is no replay protection, no lockout and no
+//! audit record: FreeRADIUS 3.2 has none of them for TOTP.
+//!
+//! [`FreeRadiusBaseline::start`] copies the packaged `/etc/freeradius/3.0` (with
+//! `freeradius-ldap` installed), makes that site and its two modules the only enabled
+//! ones, and runs `freeradius -f` (threaded, as deployed, not the single-threaded
+//! `-X`) with logging of each request off.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::Command;
+
+use tempfile::TempDir;
+
+use crate::Slapd;
+use crate::binary::{self, require_binary};
+use crate::error::{HarnessError, Result};
+use crate::files::{write_private, write_public};
+use crate::freeradius::{PACKAGED, own_copy, remove_entries, spawn_ready};
+use crate::ports::{START_ATTEMPTS, free_udp_port};
+use crate::process::{ServerProcess, log_tail};
+use crate::slapd::{SERVICE_DN, SERVICE_PASSWORD};
+use crate::users::{ACTIVATED_FILTER, PEOPLE_DN};
+
+/// The module FreeRADIUS needs for LDAP, which the `freeradius` package lacks.
+const RLM_LDAP: &str = "/usr/lib/freeradius/rlm_ldap.so";
+
+/// A running FreeRADIUS baseline, killed on drop.
+#[derive(Debug)]
+pub struct FreeRadiusBaseline {
+    /// Declared first: killed before `dir` is removed.
+    process: ServerProcess,
+    addr: SocketAddr,
+    dir: TempDir,
+}
+
+impl FreeRadiusBaseline {
+    /// Configures and starts FreeRADIUS against `slapd`, with one client for
+    /// 127.0.0.1 that shares `secret` and must send Message-Authenticator; retries on
+    /// another port if the one picked was taken.
+    pub fn start(slapd: &Slapd, secret: &str) -> Result<Self> {
+        let freeradius = require_binary("freeradius", &["freeradius"])?;
+        if !Path::new(RLM_LDAP).exists() {
+            return Err(HarnessError::MissingBinary {
+                name: RLM_LDAP.to_owned(),
+                packages: "freeradius-ldap".to_owned(),
+            });
+        }
+        let mut last = None;
+        for _ in 0..START_ATTEMPTS {
+            let port = free_udp_port()?;
+            match Self::start_on(&freeradius, slapd, secret, port) {
+                Ok(server) => return Ok(server),
+                Err(err) if err.is_retryable_start() => last = Some(err),
+                Err(err) => return Err(err),
+            }
+        }
+        Err(last.unwrap_or_else(|| HarnessError::Usage("no start attempt was made".into())))
+    }
+
+    fn start_on(freeradius: &Path, slapd: &Slapd, secret: &str, port: u16) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("otpgate-baseline-")
+            .tempdir()
+            .map_err(|e| HarnessError::io("creating a temporary directory", e))?;
+        let conf = dir.path().join("raddb");
+        binary::run(Command::new("cp").arg("-a").arg(PACKAGED).arg(&conf), None)?;
+        own_copy(&conf, dir.path())?;
+        configure(&conf, slapd, secret, port)?;
+        let process = spawn_ready(freeradius, &["-f", "-l", "stdout"], &conf, dir.path())?;
+        Ok(Self {
+            process,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            dir,
+        })
+    }
+
+    /// Where Access-Requests go.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The configuration copy and the log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The last part of the log.
+    pub fn log_tail(&self) -> String {
+        log_tail(self.process.log())
+    }
+}
+
+/// A double-quoted string in FreeRADIUS's configuration syntax.
+fn quoted(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn configure(conf: &Path, slapd: &Slapd, secret: &str, port: u16) -> Result<()> {
+    remove_entries(&conf.join("sites-enabled"))?;
+    let site = format!(
+        r#"server otpgate-baseline {{
+	listen {{
+		type = auth
+		ipaddr = 127.0.0.1
+		port = {port}
+	}}
+	authorize {{
+		if (&User-Password =~ /^(.+)([0-9]{{6}})$/) {{
+			update request {{
+				&TOTP-Password := "%{{2}}"
+				&User-Password := "%{{1}}"
+			}}
+		}}
+		else {{
+			reject
+		}}
+		ldap
+		if (!(ok || updated)) {{
+			reject
+		}}
+		update control {{
+			&Auth-Type := LDAP
+		}}
+	}}
+	authenticate {{
+		Auth-Type LDAP {{
+			ldap
+			if (ok) {{
+				totp
+			}}
+		}}
+	}}
+	post-auth {{
+		update reply {{
+			&Message-Authenticator := 0x00000000000000000000000000000000
+		}}
+		Post-Auth-Type REJECT {{
+			update reply {{
+				&Message-Authenticator := 0x00000000000000000000000000000000
+			}}
+		}}
+	}}
+}}
+"#
+    );
+    write_public(
+        &conf.join("sites-enabled/otpgate-baseline"),
+        site.as_bytes(),
+    )?;
+
+    let ldap = format!(
+        r#"ldap {{
+	server = {url}
+	identity = {identity}
+	password = {password}
+	base_dn = {people}
+	update {{
+		control:TOTP-Secret := 'description'
+	}}
+	user {{
+		base_dn = {people}
+		filter = "(&(uid=%{{User-Name}}){activated})"
+		scope = 'one'
+	}}
+	options {{
+		res_timeout = 5
+		srv_timelimit = 5
+		net_timeout = 2
+	}}
+	pool {{
+		start = ${{thread[pool].start_servers}}
+		min = ${{thread[pool].min_spare_servers}}
+		max = ${{thread[pool].max_servers}}
+		spare = ${{thread[pool].max_spare_servers}}
+		uses = 0
+		retry_delay = 30
+		lifetime = 0
+		idle_timeout = 60
+	}}
+}}
+"#,
+        url = quoted(&slapd.url()),
+        identity = quoted(SERVICE_DN),
+        password = quoted(SERVICE_PASSWORD),
+        people = quoted(PEOPLE_DN),
+        activated = ACTIVATED_FILTER,
+    );
+    // Only what the site uses: the unlang keywords of `always` (`reject`), ldap, totp.
+    let always = std::fs::read(conf.join("mods-enabled/always"))
+        .map_err(|e| HarnessError::io("reading mods-enabled/always", e))?;
+    remove_entries(&conf.join("mods-enabled"))?;
+    write_public(&conf.join("mods-enabled/always"), &always)?;
+    write_private(&conf.join("mods-enabled/ldap"), ldap.as_bytes())?;
+    write_public(&conf.join("mods-enabled/totp"), b"totp {\n}\n")?;
+
+    let clients = format!(
+        "client bench {{\n\tipaddr = 127.0.0.1\n\tsecret = {}\n\
+         \trequire_message_authenticator = yes\n}}\n",
+        quoted(secret)
+    );
+    write_private(&conf.join("clients.conf"), clients.as_bytes())?;
+    Ok(())
+}
