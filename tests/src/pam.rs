@@ -14,6 +14,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::artifacts::pam_module;
 use crate::binary::require_binary;
@@ -75,6 +76,23 @@ impl PamStack {
             ),
         ]
     }
+}
+
+/// pam_wrapper (1.1) gives each process that starts PAM a runtime directory
+/// `/tmp/pam.X`: it looks for a letter whose directory does not exist yet, then
+/// creates it, carrying on if it already exists. Two processes starting PAM at once
+/// can take the same directory, and the first to exit removes it under the other,
+/// whose next `pam_start` then reads the system's `/etc/pam.d` instead of the test's
+/// stack. So this process runs one PAM conversation at a time (pamtester here, the ssh
+/// logins in `sshd`); each holds its turn until it ends.
+static PAM_WRAPPER_TURN: Mutex<()> = Mutex::new(());
+
+/// Waits for this process's turn to run a program under pam_wrapper.
+pub(crate) fn pam_wrapper_turn() -> MutexGuard<'static, ()> {
+    // A test that panicked while holding the turn has ended its program: go on.
+    PAM_WRAPPER_TURN
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
 }
 
 /// What `pamtester` reported.
@@ -139,6 +157,7 @@ pub fn spawn_pamtester(
     rhost: Option<&str>,
 ) -> Result<PamSession> {
     let pamtester = require_binary("pamtester", &["pamtester"])?;
+    let turn = pam_wrapper_turn();
     let mut command = Command::new(pamtester);
     if let Some(host) = rhost {
         command.arg("-I").arg(format!("rhost={host}"));
@@ -152,13 +171,15 @@ pub fn spawn_pamtester(
     let child = command
         .spawn()
         .map_err(|e| HarnessError::io("starting pamtester", e))?;
-    Ok(PamSession { child })
+    Ok(PamSession { child, _turn: turn })
 }
 
 /// A running pamtester.
 #[derive(Debug)]
 pub struct PamSession {
     child: Child,
+    /// Held until pamtester has exited (see [`pam_wrapper_turn`]).
+    _turn: MutexGuard<'static, ()>,
 }
 
 impl PamSession {

@@ -19,7 +19,7 @@ use std::process::Command;
 
 use crate::binary::{require_binary, require_python_modules, run};
 use crate::error::{HarnessError, Result};
-use crate::pam::PamStack;
+use crate::pam::{PamStack, pam_wrapper_turn};
 use crate::ports::start_on_free_port;
 use crate::process::ServerProcess;
 
@@ -98,6 +98,8 @@ impl Sshd {
                 .args(["-D", "-e", "-f"])
                 .arg(&config)
                 .envs(stack.env());
+            // Its readiness probe is a connection, served by a process under pam_wrapper.
+            let _turn = pam_wrapper_turn();
             let mut process = ServerProcess::spawn("sshd", command, &dir.path().join("sshd.log"))?;
             process.wait_ready(|| TcpStream::connect(("127.0.0.1", port)).is_ok())?;
             Ok((port, process))
@@ -171,6 +173,8 @@ pub struct SshLogin {
 /// order (then empty strings).
 pub fn ssh_login(port: u16, user: &str, answers: &[&str]) -> Result<SshLogin> {
     let python = require_python_modules(&["paramiko"], &["python3-paramiko"])?;
+    // sshd runs PAM under pam_wrapper in the process it starts for this connection.
+    let _turn = pam_wrapper_turn();
     let out = Command::new(python)
         .args(["-c", CLIENT, &port.to_string(), user])
         .args(answers)
