@@ -35,11 +35,11 @@ pub struct Login {
 /// The round-robin schedule of fresh (user, step) pairs.
 pub struct Logins {
     users: Vec<BenchUser>,
-    /// Whether steps are walked through the server's window, each used once (otpgate:
-    /// replay protection), or every login uses the current step (a server that
-    /// accepts only the current step and has no replay protection, like FreeRADIUS's
-    /// rlm_totp).
-    fresh: bool,
+    /// Whether every login uses the current step (a server that accepts only the
+    /// current step and has no replay protection, like FreeRADIUS's rlm_totp), rather
+    /// than walking each user through the server's window, each step used once
+    /// (otpgate: replay protection).
+    current_step_only: bool,
     /// Per user, the next step not yet used.
     next_step: Vec<u64>,
     /// Whose turn it is.
@@ -53,7 +53,7 @@ impl Logins {
         let next_step = users.iter().map(|u| u.last_step + 1).collect();
         Self {
             users,
-            fresh: true,
+            current_step_only: false,
             next_step,
             cursor: 0,
             params,
@@ -64,14 +64,14 @@ impl Logins {
     /// step: for a server without replay protection that accepts no other step.
     pub fn current_step(users: Vec<BenchUser>, params: TotpParams) -> Self {
         Self {
-            fresh: false,
+            current_step_only: true,
             ..Self::new(users, params)
         }
     }
 
     /// Whether every login uses the current step ([`Logins::current_step`]).
     pub fn is_current_step(&self) -> bool {
-        !self.fresh
+        self.current_step_only
     }
 
     /// The users.
@@ -89,12 +89,12 @@ impl Logins {
         let user = self.cursor;
         let next = self.next_step.get_mut(user)?;
         let oldest = (now_step + 1).saturating_sub(skew);
-        let step = if self.fresh {
-            (*next).max(oldest)
-        } else {
+        let step = if self.current_step_only {
             now_step
+        } else {
+            (*next).max(oldest)
         };
-        if self.fresh && step > now_step + skew {
+        if !self.current_step_only && step > now_step + skew {
             return None;
         }
         *next = step + 1;
@@ -111,7 +111,7 @@ impl Logins {
     /// How many fresh logins the window holds at `now_step`, over all users
     /// (unbounded, `u64::MAX`, for [`Logins::current_step`]).
     pub fn capacity(&self, now_step: u64) -> u64 {
-        if !self.fresh {
+        if self.current_step_only {
             return u64::MAX;
         }
         let skew = u64::from(self.params.skew_steps);

@@ -54,9 +54,6 @@ pub enum SetupError {
     /// The enrollment gave a secret that is not base32.
     #[error("enrollment of {0} gave a secret that is not base32")]
     Secret(String),
-    /// The operating system's random source failed.
-    #[error("generating TOTP secrets: {0}")]
-    Random(String),
 }
 
 /// The running servers; dropping it stops them all.
@@ -175,11 +172,11 @@ pub struct BaselineEnvironment {
 /// # Errors
 ///
 /// [`SetupError::Harness`] when a server does not start (or `freeradius-ldap` is
-/// missing), [`SetupError::Random`] when no randomness is to be had.
+/// missing), [`SetupError::Core`] when no randomness is to be had.
 pub fn start_baseline(users: usize) -> Result<BaselineEnvironment, SetupError> {
-    let mut bytes = vec![0u8; users * 20];
-    getrandom::fill(&mut bytes).map_err(|e| SetupError::Random(e.to_string()))?;
-    let secrets: Vec<TotpSecret> = bytes.chunks(20).map(TotpSecret::from_bytes).collect();
+    let secrets = (0..users)
+        .map(|_| TotpSecret::generate(&OsRandom))
+        .collect::<Result<Vec<_>, _>>()?;
     let slapd = Slapd::start_with(&SlapdOptions {
         bulk_users: users,
         bulk_descriptions: secrets.iter().map(|s| s.to_base32().to_string()).collect(),

@@ -15,15 +15,14 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::Command;
 
 use tempfile::TempDir;
 
 use crate::Slapd;
-use crate::binary::{self, require_binary};
+use crate::binary::require_binary;
 use crate::error::{HarnessError, Result};
 use crate::files::{write_private, write_public};
-use crate::freeradius::{PACKAGED, own_copy, remove_entries, spawn_ready};
+use crate::freeradius::{packaged_copy, remove_entries, spawn_ready};
 use crate::ports::{START_ATTEMPTS, free_udp_port};
 use crate::process::{ServerProcess, log_tail};
 use crate::slapd::{SERVICE_DN, SERVICE_PASSWORD};
@@ -66,13 +65,7 @@ impl FreeRadiusBaseline {
     }
 
     fn start_on(freeradius: &Path, slapd: &Slapd, secret: &str, port: u16) -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("otpgate-baseline-")
-            .tempdir()
-            .map_err(|e| HarnessError::io("creating a temporary directory", e))?;
-        let conf = dir.path().join("raddb");
-        binary::run(Command::new("cp").arg("-a").arg(PACKAGED).arg(&conf), None)?;
-        own_copy(&conf, dir.path())?;
+        let (dir, conf) = packaged_copy("otpgate-baseline-")?;
         configure(&conf, slapd, secret, port)?;
         let process = spawn_ready(freeradius, &["-f", "-l", "stdout"], &conf, dir.path())?;
         Ok(Self {

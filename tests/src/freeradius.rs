@@ -25,7 +25,7 @@ use crate::process::{ServerProcess, log_tail};
 use crate::tls::TestCa;
 
 /// The packaged configuration that is copied.
-pub(crate) const PACKAGED: &str = "/etc/freeradius/3.0";
+const PACKAGED: &str = "/etc/freeradius/3.0";
 /// What `freeradius -X` logs once every listener is open.
 pub(crate) const READY_LINE: &str = "Ready to process requests";
 
@@ -73,13 +73,8 @@ impl FreeRadiusFront {
     }
 
     fn start_on(freeradius: &Path, options: &FrontOptions<'_>, port: u16) -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("otpgate-freeradius-")
-            .tempdir()
-            .map_err(|e| HarnessError::io("creating a temporary directory", e))?;
-        let conf = dir.path().join("raddb");
-        binary::run(Command::new("cp").arg("-a").arg(PACKAGED).arg(&conf), None)?;
-        let ca = configure(&conf, dir.path(), options, port)?;
+        let (dir, conf) = packaged_copy("otpgate-freeradius-")?;
+        let ca = configure(&conf, options, port)?;
         let process = spawn_ready(freeradius, &["-X"], &conf, dir.path())?;
         Ok(Self {
             process,
@@ -145,7 +140,7 @@ fn set_line(text: &str, key: &str, value: &str, file: &str) -> Result<String> {
     Ok(lines.join("\n") + "\n")
 }
 
-pub(crate) fn read(path: &Path) -> Result<String> {
+fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path)
         .map_err(|e| HarnessError::io(format!("reading {}", path.display()), e))
 }
@@ -163,8 +158,6 @@ pub(crate) fn remove_entries(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Points the copy's `radiusd.conf` at itself and this run's log and run directories,
-/// and makes it run as the calling user rather than `freerad`.
 /// Starts `freeradius` with `args` on the configuration in `conf`, its log in
 /// `run`, and waits until it says it is ready to process requests.
 pub(crate) fn spawn_ready(
@@ -182,7 +175,22 @@ pub(crate) fn spawn_ready(
     Ok(process)
 }
 
-pub(crate) fn own_copy(conf: &Path, run: &Path) -> Result<()> {
+/// A temporary directory (named with `prefix`) holding `raddb/`, a copy of the
+/// packaged configuration that runs from there: [`own_copy`] has been applied.
+pub(crate) fn packaged_copy(prefix: &str) -> Result<(TempDir, PathBuf)> {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|e| HarnessError::io("creating a temporary directory", e))?;
+    let conf = dir.path().join("raddb");
+    binary::run(Command::new("cp").arg("-a").arg(PACKAGED).arg(&conf), None)?;
+    own_copy(&conf, dir.path())?;
+    Ok((dir, conf))
+}
+
+/// Points the copy's `radiusd.conf` at itself and this run's log and run directories
+/// (under `run`), and makes it run as the calling user rather than `freerad`.
+fn own_copy(conf: &Path, run: &Path) -> Result<()> {
     let radiusd = conf.join("radiusd.conf");
     let mut text = read(&radiusd)?;
     for (key, value) in [
@@ -210,10 +218,8 @@ pub(crate) fn own_copy(conf: &Path, run: &Path) -> Result<()> {
 }
 
 /// Applies the fragments to the copy in `conf`; returns the test certificates.
-fn configure(conf: &Path, run: &Path, options: &FrontOptions<'_>, port: u16) -> Result<TestCa> {
+fn configure(conf: &Path, options: &FrontOptions<'_>, port: u16) -> Result<TestCa> {
     let fragments = options.fragments;
-
-    own_copy(conf, run)?;
 
     // The sites: only the otpgate ones, the outer one on this run's port.
     remove_entries(&conf.join("sites-enabled"))?;
