@@ -75,6 +75,11 @@ pub enum HarnessError {
     #[error("{0}")]
     Protocol(String),
 
+    /// Something the harness waited for (e.g. a fault proxy holding data) did not happen
+    /// before the deadline. The message says what.
+    #[error("{0}")]
+    Timeout(String),
+
     /// The harness was asked for something it cannot do (a method called in the wrong
     /// state, a bad argument). The message says what.
     #[error("{0}")]

@@ -28,6 +28,9 @@
 //!   received message decoded for assertions.
 //! - [`config`]: [`ConfigBuilder`], which writes an otpgate TOML config (SPEC §4) and
 //!   its secret files.
+//! - [`fault`]: [`FaultProxy`], a loopback TCP proxy in front of any of these servers
+//!   with switchable delays, a stall, one-shot holds of an LDAP operation or of the
+//!   replies after a client pattern, and a count of LDAP binds by DN.
 //! - [`ports`]: loopback ports picked by the kernel, and starting with retries.
 //! - [`serve`]: [`OtpgateServe`], the real `otpgate serve` on ports it picks, read from
 //!   its `listening on` lines; signals, logs and metrics.
@@ -64,6 +67,7 @@ pub mod binary;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod fault;
 pub mod files;
 pub mod freeradius;
 pub mod mail;
@@ -85,6 +89,7 @@ pub use baseline::FreeRadiusBaseline;
 pub use binary::{require_binary, require_python_modules};
 pub use config::{ConfigBuilder, TestConfig, toml_string, toml_string_array};
 pub use error::{HarnessError, Result};
+pub use fault::{FaultProxy, LdapOp};
 pub use freeradius::{FreeRadiusFront, FrontOptions};
 pub use mail::Mail;
 pub use pam::{

@@ -1,17 +1,19 @@
 //! Tests of the harness itself: the servers it starts really answer, hold the test
 //! users, go away on `stop()` and come back on `start_again()`.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use otpgate_tests::codec::filter_escape;
 use otpgate_tests::slapd::{SERVICE_DN, SERVICE_PASSWORD};
 use otpgate_tests::users::{bulk_password, bulk_uid, group_dn, user_dn};
 use otpgate_tests::{
-    ALICE, BOB, CAROL, ConfigBuilder, DAVE, HarnessError, Redis, RedisCluster, Resp, Slapd,
-    SmtpSink, TestUserSpec, USERS, WEIRD, require_binary, require_python_modules,
+    ALICE, BOB, CAROL, ConfigBuilder, DAVE, FaultProxy, HarnessError, LdapOp, Redis, RedisCluster,
+    Resp, Slapd, SmtpSink, TestUserSpec, USERS, WEIRD, require_binary, require_python_modules,
+    wait_until,
 };
 
 /// The DNs of the entries in an `ldapsearch -LLL` output.
@@ -570,4 +572,248 @@ fn slapd_with_tls_serves_ldaps_with_a_test_ca() {
     // Plain LDAP still answers.
     assert!(slapd.can_bind(&ALICE.dn(), ALICE.password).unwrap());
     assert!(Slapd::start().unwrap().ldaps_url().is_none());
+}
+
+/// How long a fault test waits for something that should happen at once.
+const WAIT: Duration = Duration::from_secs(10);
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// `ldapsearch -x -LLL` for alice in `ou=people` as the service account over `url`, as
+/// a child whose stdout is piped.
+fn spawn_ldapsearch(url: &str) -> Child {
+    Command::new(require_binary("ldapsearch", &["ldap-utils"]).unwrap())
+        .env("LDAPNOINIT", "1")
+        .args(["-x", "-LLL", "-o", "nettimeout=5", "-H", url])
+        .args(["-D", SERVICE_DN, "-w", SERVICE_PASSWORD])
+        .args(["-b", "ou=people,dc=example,dc=org", "(uid=alice)", "1.1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// `ldapwhoami -x` as `dn` over `url`, as a child.
+fn spawn_ldapwhoami(url: &str, dn: &str, password: &str) -> Child {
+    Command::new(require_binary("ldapwhoami", &["ldap-utils"]).unwrap())
+        .env("LDAPNOINIT", "1")
+        .args([
+            "-x",
+            "-o",
+            "nettimeout=5",
+            "-H",
+            url,
+            "-D",
+            dn,
+            "-w",
+            password,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for `child` to exit (killing it after [`WAIT`]) and returns its stdout, after
+/// asserting success.
+fn finished(mut child: Child) -> String {
+    let exited = wait_until(WAIT, || child.try_wait().unwrap().is_some());
+    if !exited {
+        let _ = child.kill();
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(exited, "still running after {WAIT:?}");
+    assert!(
+        output.status.success(),
+        "{}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn fault_proxy_counts_ldap_binds_by_dn() {
+    let slapd = Slapd::start().unwrap();
+    let proxy = FaultProxy::start(loopback(slapd.port())).unwrap();
+    assert_eq!(proxy.ldap_url(), format!("ldap://{}", proxy.addr()));
+    assert_eq!((proxy.ldap_binds().len(), proxy.connections()), (0, 0));
+
+    let whoami = finished(spawn_ldapwhoami(
+        &proxy.ldap_url(),
+        &ALICE.dn(),
+        ALICE.password,
+    ));
+    assert_eq!(whoami.trim(), format!("dn:{}", ALICE.dn()));
+    assert_eq!(proxy.ldap_binds(), [ALICE.dn()]);
+    assert_eq!(proxy.connections(), 1);
+
+    let ldif = finished(spawn_ldapsearch(&proxy.ldap_url()));
+    assert_eq!(dns(&ldif), [ALICE.dn()]);
+    assert_eq!(proxy.ldap_binds(), [ALICE.dn(), SERVICE_DN.to_owned()]);
+    assert_eq!(proxy.connections(), 2);
+
+    proxy.clear_counts();
+    assert!(proxy.ldap_binds().is_empty());
+    assert_eq!(proxy.connections(), 0);
+    // A refused bind counts too.
+    let status = spawn_ldapwhoami(&proxy.ldap_url(), &BOB.dn(), "wrong")
+        .wait()
+        .unwrap();
+    assert_eq!(status.code(), Some(49), "invalid credentials");
+    assert_eq!(proxy.ldap_binds(), [BOB.dn()]);
+}
+
+#[test]
+fn fault_proxy_holds_an_ldap_search_and_a_stall_until_release() {
+    let slapd = Slapd::start().unwrap();
+    let proxy = FaultProxy::start(loopback(slapd.port())).unwrap();
+    assert!(proxy.wait_holding(Duration::from_millis(50)).is_err());
+
+    proxy.hold_next_ldap(LdapOp::Search);
+    let mut search = spawn_ldapsearch(&proxy.ldap_url());
+    proxy.wait_holding(WAIT).unwrap();
+    assert!(proxy.holding());
+    assert_eq!(proxy.ldap_binds(), [SERVICE_DN], "the bind went through");
+    assert!(search.try_wait().unwrap().is_none(), "hangs while held");
+    // Other connections are not held.
+    finished(spawn_ldapwhoami(
+        &proxy.ldap_url(),
+        &ALICE.dn(),
+        ALICE.password,
+    ));
+    assert!(search.try_wait().unwrap().is_none(), "still held");
+    proxy.release();
+    assert_eq!(dns(&finished(search)), [ALICE.dn()]);
+    assert!(!proxy.holding());
+
+    // The hold was one-shot: the next search goes through.
+    assert_eq!(
+        dns(&finished(spawn_ldapsearch(&proxy.ldap_url()))),
+        [ALICE.dn()]
+    );
+
+    // A stall holds every connection, from its first message.
+    proxy.stall();
+    let mut whoami = spawn_ldapwhoami(&proxy.ldap_url(), &ALICE.dn(), ALICE.password);
+    proxy.wait_holding(WAIT).unwrap();
+    assert!(whoami.try_wait().unwrap().is_none(), "hangs while stalled");
+    proxy.release();
+    finished(whoami);
+}
+
+/// `INCR n` in RESP.
+const INCR: &[u8] = b"*2\r\n$4\r\nINCR\r\n$1\r\nn\r\n";
+
+#[test]
+fn fault_proxy_delays_in_order_propagates_eof_and_closes_on_drop() {
+    let redis = Redis::start().unwrap();
+    let proxy = FaultProxy::start(loopback(redis.port())).unwrap();
+    let delay = Duration::from_millis(200);
+    proxy.set_delay(delay);
+
+    let stream = TcpStream::connect(proxy.addr()).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let started = Instant::now();
+    for _ in 0..5 {
+        writer.write_all(INCR).unwrap();
+    }
+    let replies: Vec<String> = (0..5)
+        .map(|_| {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            line
+        })
+        .collect();
+    assert_eq!(replies, [":1\r\n", ":2\r\n", ":3\r\n", ":4\r\n", ":5\r\n"]);
+    assert!(started.elapsed() >= delay, "{:?}", started.elapsed());
+
+    // The client's half-close reaches Redis, which closes; that reaches the client.
+    writer.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+
+    // Dropping the proxy ends a held connection and closes the listener.
+    proxy.set_delay(Duration::ZERO);
+    let mut held = TcpStream::connect(proxy.addr()).unwrap();
+    held.set_read_timeout(Some(WAIT)).unwrap();
+    proxy.stall();
+    held.write_all(INCR).unwrap();
+    proxy.wait_holding(WAIT).unwrap();
+    let addr = proxy.addr();
+    assert_eq!(proxy.connections(), 2);
+    drop(proxy);
+    let mut buf = [0; 16];
+    match held.read(&mut buf) {
+        Ok(n) => assert_eq!(n, 0, "EOF, not the held reply"),
+        Err(err) => assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}"),
+    }
+    assert!(TcpStream::connect(addr).is_err(), "listener closed");
+    assert_eq!(
+        redis.command(&["GET", "n"]).unwrap(),
+        Resp::Bulk(Some(b"5".to_vec())),
+        "the held INCR never reached Redis"
+    );
+}
+
+#[test]
+fn fault_proxy_holds_smtp_replies_after_the_end_of_data() {
+    let smtp = SmtpSink::start().unwrap();
+    let proxy = FaultProxy::start(loopback(smtp.port())).unwrap();
+    let stream = TcpStream::connect(proxy.addr()).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let reply = |reader: &mut BufReader<TcpStream>| loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(!line.is_empty(), "connection closed");
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return line;
+        }
+    };
+    assert!(reply(&mut reader).starts_with("220"));
+    for (command, expect) in [
+        ("EHLO test.example.org\r\n", "250"),
+        ("MAIL FROM:<mfa@example.org>\r\n", "250"),
+        ("RCPT TO:<alice@example.org>\r\n", "250"),
+        ("DATA\r\n", "354"),
+    ] {
+        writer.write_all(command.as_bytes()).unwrap();
+        let answer = reply(&mut reader);
+        assert!(answer.starts_with(expect), "{command:?} got {answer:?}");
+    }
+
+    proxy.hold_replies_after(b"\r\n.\r\n");
+    writer
+        .write_all(b"Subject: held\r\n\r\nbody\r\n.\r\n")
+        .unwrap();
+    proxy.wait_holding(WAIT).unwrap();
+    // The data went through (the sink stores before it answers), the 250 did not.
+    assert_eq!(smtp.messages().unwrap().len(), 1);
+    reader
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut line = String::new();
+    let err = reader.read_line(&mut line).unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        "{err}"
+    );
+    assert!(line.is_empty(), "{line:?}");
+
+    proxy.release();
+    reader.get_ref().set_read_timeout(Some(WAIT)).unwrap();
+    assert!(reply(&mut reader).starts_with("250"));
+    writer.write_all(b"QUIT\r\n").unwrap();
+    assert!(reply(&mut reader).starts_with("221"));
+    assert!(!proxy.holding());
 }
