@@ -321,18 +321,15 @@ impl Drop for FaultProxy {
 /// Accepts until shutdown; each connection runs on its own thread.
 fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, upstream: SocketAddr) {
     for client in listener.incoming() {
-        let id = {
-            let mut state = shared.lock();
-            if state.shutdown {
-                return;
-            }
-            let Ok(_) = client else { continue };
-            state.accepted += 1;
-            state.next_id += 1;
-            state.next_id
-        };
-        shared.changed.notify_all();
+        let mut state = shared.lock();
+        if state.shutdown {
+            return;
+        }
         let Ok(client) = client else { continue };
+        state.accepted += 1;
+        state.next_id += 1;
+        let id = state.next_id;
+        drop(state);
         let conn_shared = Arc::clone(shared);
         let spawned = std::thread::Builder::new()
             .name(format!("fault-conn-{id}"))
