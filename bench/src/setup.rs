@@ -14,6 +14,7 @@ use otpgate_core::clock::SystemClock;
 use otpgate_core::otp::totp::{self, TotpParams};
 use otpgate_core::random::OsRandom;
 use otpgate_core::secret::TotpSecret;
+use otpgate_core::service::CoreConfig;
 use otpgate_core::user::UserName;
 use otpgate_tests::users::{bulk_password, bulk_uid};
 use otpgate_tests::{
@@ -114,7 +115,13 @@ pub async fn enroll(
     params: TotpParams,
 ) -> Result<Vec<BenchUser>, SetupError> {
     let config = otpgate_config::load(config)?;
-    let core = Core::open(&config, Arc::new(SystemClock), Arc::new(OsRandom)).await?;
+    let core = Core::open(
+        &config,
+        CoreConfig::from_config(&config),
+        Arc::new(SystemClock),
+        Arc::new(OsRandom),
+    )
+    .await?;
     let ctx = RequestContext::new(Door::Cli, "otpgate-bench");
     stream::iter(0..count)
         .map(|index| enroll_one(&core, &ctx, index, params))

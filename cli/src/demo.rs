@@ -16,7 +16,7 @@ use otpgate_core::mail::Mailer;
 use otpgate_core::otp::totp;
 use otpgate_core::random::{self, OsRandom};
 use otpgate_core::secret::{Keys, TotpSecret};
-use otpgate_core::service::{Parts, Settings};
+use otpgate_core::service::{CoreConfig, Parts};
 use otpgate_core::store::Store;
 use otpgate_core::user::UserName;
 use otpgate_core::{Core, CoreError};
@@ -103,7 +103,8 @@ async fn open(config: &otpgate_config::Config) -> Result<Core, Failure> {
         .await
         .map_err(|e| Failure::Refused(e.to_string()))?;
     Ok(Core::from_parts(Parts {
-        settings: Settings::from_config(config),
+        settings: CoreConfig::from_config(config)
+            .reset_links_at(config.portal.as_ref().map(|p| p.public_url.clone())),
         directory,
         store,
         keys: Keys::derive(sections.master_key.expose())?,

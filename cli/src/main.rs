@@ -15,6 +15,7 @@ use std::sync::Arc;
 use clap::Parser;
 use otpgate_core::clock::SystemClock;
 use otpgate_core::random::OsRandom;
+use otpgate_core::service::CoreConfig;
 use otpgate_core::{Core, CoreError};
 
 use crate::args::{Args, Command};
@@ -134,5 +135,11 @@ async fn run(args: Args) -> Result<(), Failure> {
 /// Loads the configuration and opens the core on the real clock and randomness.
 pub async fn open_core(path: &std::path::Path) -> Result<Core, Failure> {
     let config = otpgate_config::load(path)?;
-    Ok(Core::open(&config, Arc::new(SystemClock), Arc::new(OsRandom)).await?)
+    Ok(Core::open(
+        &config,
+        CoreConfig::from_config(&config),
+        Arc::new(SystemClock),
+        Arc::new(OsRandom),
+    )
+    .await?)
 }

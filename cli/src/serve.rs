@@ -14,6 +14,7 @@ use otpgate_config::Config;
 use otpgate_core::Core;
 use otpgate_core::clock::SystemClock;
 use otpgate_core::random::OsRandom;
+use otpgate_core::service::CoreConfig;
 use otpgate_radius_server::{ClientTable, ServerOptions};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
@@ -30,7 +31,10 @@ pub async fn serve(config: Config) -> Result<(), Failure> {
             config.path.display()
         )));
     }
-    let core = Core::open(&config, Arc::new(SystemClock), Arc::new(OsRandom)).await?;
+    // Reset links point at the portal this server runs, if it runs one.
+    let settings = CoreConfig::from_config(&config)
+        .reset_links_at(config.portal.as_ref().map(|p| p.public_url.clone()));
+    let core = Core::open(&config, settings, Arc::new(SystemClock), Arc::new(OsRandom)).await?;
     run_doors(config, Arc::new(core), |_| {}).await
 }
 

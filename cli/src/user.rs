@@ -115,7 +115,7 @@ pub async fn user(core: &Core, command: UserCommand, json: bool) -> Result<(), F
             command: EmailCommand::Confirm { user, code },
         } => {
             let user = name(&user)?;
-            let address = core.confirm_address(&user, &code, &ctx).await?;
+            let (address, _proof) = core.confirm_address(&user, &code, &ctx).await?;
             print(
                 json,
                 &json!({"user": user.as_str(), "notification_address": address}),

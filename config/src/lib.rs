@@ -311,6 +311,41 @@ pub struct RadiusClient {
     pub reject_reasons: bool,
 }
 
+/// A door's configured word that an earlier step checked the password: a RADIUS client
+/// with `password_checked_by_client = true`, or a host's own `[pam]` section for the
+/// module in `mode=otp-only`. Made only here, from settings that say so; the core's
+/// login flow takes it in place of a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordVouch {
+    by: String,
+}
+
+impl PasswordVouch {
+    /// Who vouches: the RADIUS client's name, or the PAM host.
+    pub fn by(&self) -> &str {
+        &self.by
+    }
+}
+
+impl RadiusClient {
+    /// The client's word that it checked the password, if its entry says it may give it.
+    pub fn password_vouch(&self) -> Option<PasswordVouch> {
+        self.password_checked_by_client.then(|| PasswordVouch {
+            by: self.name.clone(),
+        })
+    }
+}
+
+impl PamConfig {
+    /// The PAM stack's word that an earlier module checked the password (`mode=otp-only`
+    /// on a host whose root-owned configuration has this `[pam]` section).
+    pub fn password_vouch(&self, host: &str) -> PasswordVouch {
+        PasswordVouch {
+            by: host.to_string(),
+        }
+    }
+}
+
 /// Reply attributes for members of an LDAP group.
 #[derive(Debug, Clone)]
 pub struct RadiusGroup {

@@ -33,6 +33,140 @@ impl Door {
     }
 }
 
+/// What an audit record is about: the step of a login, or the account operation.
+/// Written in records as kebab-case names (`"one-time-code"`, `"email-otp-request"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Method {
+    /// The password (a refusal at the password step).
+    Password,
+    /// A client's word that it checked the password (a refusal at that step).
+    PasswordByClient,
+    /// A code (a refusal at the code step).
+    Code,
+    /// An app code accepted.
+    Totp,
+    /// A mailed or helpdesk code accepted.
+    OneTimeCode,
+    /// A mailed reset link followed with the password.
+    ResetLink,
+    /// A trusted device.
+    TrustedDevice,
+    /// A user with no second factor let in by policy.
+    NotEnrolled,
+    /// The answer to a RADIUS challenge (its State).
+    Challenge,
+    /// A login as a whole (a backend failure, before any step could be named).
+    Login,
+    /// CHAP, refused (PAP only).
+    Chap,
+    /// MS-CHAP, refused.
+    MsChap,
+    /// EAP, refused (Wi-Fi goes through a FreeRADIUS front).
+    Eap,
+    /// "Mail me a code" (or a helpdesk request).
+    EmailOtpRequest,
+    Enroll,
+    EnrollConfirm,
+    AddDevice,
+    Reset,
+    ResetRequest,
+    AddressSet,
+    AddressConfirm,
+    Unlock,
+    TrustedRevoke,
+    HelpdeskIssue,
+    /// A name written by another version.
+    #[serde(other)]
+    Other,
+}
+
+impl Method {
+    /// The name in records and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Password => "password",
+            Method::PasswordByClient => "password-by-client",
+            Method::Code => "code",
+            Method::Totp => "totp",
+            Method::OneTimeCode => "one-time-code",
+            Method::ResetLink => "reset-link",
+            Method::TrustedDevice => "trusted-device",
+            Method::NotEnrolled => "not-enrolled",
+            Method::Challenge => "challenge",
+            Method::Login => "login",
+            Method::Chap => "chap",
+            Method::MsChap => "ms-chap",
+            Method::Eap => "eap",
+            Method::EmailOtpRequest => "email-otp-request",
+            Method::Enroll => "enroll",
+            Method::EnrollConfirm => "enroll-confirm",
+            Method::AddDevice => "add-device",
+            Method::Reset => "reset",
+            Method::ResetRequest => "reset-request",
+            Method::AddressSet => "address-set",
+            Method::AddressConfirm => "address-confirm",
+            Method::Unlock => "unlock",
+            Method::TrustedRevoke => "trusted-revoke",
+            Method::HelpdeskIssue => "helpdesk-issue",
+            Method::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// What was decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Outcome {
+    /// A login let in.
+    Accept,
+    /// A login refused.
+    Reject,
+    /// An account operation done.
+    Ok,
+    /// An account operation refused.
+    Refused,
+    /// No decision: a backend failed (fail closed).
+    Error,
+    /// A name written by another version.
+    #[serde(other)]
+    Other,
+}
+
+impl Outcome {
+    /// The name in records and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Accept => "accept",
+            Outcome::Reject => "reject",
+            Outcome::Ok => "ok",
+            Outcome::Refused => "refused",
+            Outcome::Error => "error",
+            Outcome::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl std::fmt::Display for Door {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// Who is asking and from where; carried into every audit record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestContext {
@@ -60,10 +194,10 @@ pub struct AuditRecord {
     pub user: String,
     pub door: Door,
     pub client: String,
-    /// "password", "totp", "email-otp", "trusted-device", "enroll", "reset", ...
-    pub method: String,
-    /// "accept", "reject", "error", "ok".
-    pub result: String,
+    /// The login step or account operation.
+    pub method: Method,
+    /// What was decided.
+    pub result: Outcome,
     /// Why: the refusal or error, or what was done.
     pub reason: String,
 }

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use otpgate_core::CoreError;
-use otpgate_core::directory::PasswordVerified;
 use otpgate_core::random::{Random, hex_id};
+use otpgate_core::service::PendingLogin;
 use otpgate_core::user::UserName;
 
 /// A session unused this long is gone.
@@ -22,9 +22,9 @@ pub enum Stage {
     /// Not signed in.
     #[default]
     Anonymous,
-    /// The password was verified; the second factor is awaited. The proof is kept here
-    /// and consumed by the accept.
-    Password(PasswordVerified),
+    /// The password was verified; the second factor is awaited. The core's pending
+    /// login is kept here and handed back to the flow with each answer.
+    Password(PendingLogin),
     /// Signed in with the password alone, to set a factor up: the user had neither an
     /// app nor a notification address. Ends when a factor appears elsewhere; becomes
     /// [`Stage::Full`] when the user proves one here.

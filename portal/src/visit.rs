@@ -10,7 +10,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use otpgate_core::audit::{Door, RequestContext};
-use otpgate_core::service::DeviceId;
+use otpgate_core::service::{DeviceId, OtpVerified};
 use tokio::sync::OwnedMutexGuard;
 
 use crate::app::App;
@@ -248,7 +248,7 @@ impl Visit {
             format!("{} ({})", self.user_agent, self.remote)
         };
         Ok(DeviceId {
-            door: "portal".into(),
+            door: Door::Portal,
             identifier: token,
             label,
         })
@@ -379,9 +379,9 @@ impl Visit {
                 let still_none = self
                     .app
                     .core
-                    .factor_status(&s.user)
+                    .has_second_factor(&s.user)
                     .await
-                    .map(|f| f.no_second_factor().is_some())
+                    .map(|has| !has)
                     // A store failure also ends the password-only session: fail closed.
                     .unwrap_or(false);
                 if still_none {
@@ -394,10 +394,12 @@ impl Visit {
         }
     }
 
-    /// A password-only session that proved a factor becomes a full one.
-    pub fn upgrade(&mut self) {
+    /// A password-only session that proved a factor becomes a full one: only with the
+    /// proof of a code the same user entered just now (`confirm_enrollment`,
+    /// `confirm_address`).
+    pub fn upgrade(&mut self, proof: OtpVerified) {
         self.session.stage = match std::mem::take(&mut self.session.stage) {
-            Stage::Limited(s) => Stage::Full(s),
+            Stage::Limited(s) if &s.user == proof.user() => Stage::Full(s),
             other => other,
         };
     }

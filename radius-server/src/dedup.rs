@@ -8,7 +8,7 @@
 //!   answer is on its way);
 //! - once answered, copies within 30 s get the cached reply bytes, byte for byte,
 //!   and are never evaluated again;
-//! - a request that got no answer (a backend failed, the deadline passed) is
+//! - a request that got no answer (a backend failed) is
 //!   forgotten, so a retransmission after the backend is back is evaluated afresh;
 //!   the store's atomic single-use checks make that safe.
 //!

@@ -8,14 +8,18 @@
 //!   code), or password + the email keyword.
 //! - `challenge`: User-Password = password; the answer is an Access-Challenge whose State
 //!   the next request carries with the code.
-//! - `auto`: append when the password with a code split off verifies, else challenge
-//!   when the whole value verifies.
+//! - `auto`: the core's flow decides the split before its one bind: a trailing code
+//!   that is valid and unused for this user (or the keyword) is split off; otherwise
+//!   the whole value is the password and a challenge follows.
+
+use std::sync::Arc;
 
 use otpgate_config::{RadiusClient, RadiusConfig, RadiusGroup, RadiusMode, Unenrolled};
-use otpgate_core::audit::{Door, RequestContext};
-use otpgate_core::directory::PasswordCheck;
+use otpgate_core::audit::{Door, Method, Outcome, RequestContext};
+use otpgate_core::directory::UserEntry;
 use otpgate_core::service::{
-    Accepted, ClientVouched, CodeCheck, CodeDelivery, DeviceId, FactorProof, PasswordProof,
+    Answer, ContinueRequest, Credential, DeviceId, DoorPolicy, LoginRequest, LoginStep, NoFactor,
+    PendingLogin, texts,
 };
 use otpgate_core::user::UserName;
 use otpgate_core::{Core, CoreError, Refusal};
@@ -30,7 +34,7 @@ pub struct Request {
     pub state: Option<Vec<u8>>,
     pub calling_station_id: Option<String>,
     /// Set when the request carries CHAP, MS-CHAP or EAP: named in the log, rejected.
-    pub other_method: Option<&'static str>,
+    pub other_method: Option<Method>,
 }
 
 /// A reply attribute chosen by group membership.
@@ -75,13 +79,16 @@ pub enum Decision {
 }
 
 /// The prompt in an Access-Challenge.
-pub const PROMPT: &str = "One-time password: ";
+pub const PROMPT: &str = texts::PROMPT;
 /// The Reply-Message of every reject: it reveals nothing.
-pub const REJECT_MESSAGE: &str = "Authentication failed.";
+pub const REJECT_MESSAGE: &str = texts::REJECT_MESSAGE;
 
-/// Decides the answer to one request from `client`.
+/// Decides the answer to one request from `client`. The order of the login is the
+/// core's flow; this maps the packet to a [`LoginRequest`] (or a resumed challenge)
+/// and the flow's step back to a RADIUS decision. Every core error becomes
+/// [`Decision::Drop`] (audited by the flow), never an accept.
 pub async fn handle(
-    core: &Core,
+    core: &Arc<Core>,
     config: &RadiusConfig,
     client: &RadiusClient,
     request: Request,
@@ -91,7 +98,7 @@ pub async fn handle(
         .take(64)
         .collect::<String>();
     let ctx = RequestContext::new(Door::Radius, client.name.clone());
-    match decide(core, config, client, &ctx, request).await {
+    match decide(core, config, client, &ctx, &shown_user, request).await {
         Ok(decision) => decision,
         Err(e) => {
             let (log, backend) = match &e {
@@ -101,7 +108,6 @@ pub async fn handle(
                 ),
                 other => (other.to_string(), None),
             };
-            core.audit(&ctx, &shown_user, "radius", "error", &log).await;
             Decision::Drop {
                 user: shown_user,
                 log,
@@ -112,21 +118,21 @@ pub async fn handle(
 }
 
 async fn decide(
-    core: &Core,
+    core: &Arc<Core>,
     config: &RadiusConfig,
     client: &RadiusClient,
     ctx: &RequestContext,
+    shown: &str,
     request: Request,
 ) -> Result<Decision, CoreError> {
-    let shown = String::from_utf8_lossy(&request.user_name)
-        .chars()
-        .take(64)
-        .collect::<String>();
     if let Some(method) = request.other_method {
-        let log = format!("{method} is not supported (PAP only)");
-        core.audit(ctx, &shown, method, "reject", &log).await;
+        let log = format!(
+            "{} is not supported (PAP only)",
+            method.as_str().to_uppercase()
+        );
+        core.audit(ctx, shown, method, Outcome::Reject, &log).await;
         return Ok(Decision::Reject {
-            user: shown,
+            user: shown.to_string(),
             log,
             reason: None,
         });
@@ -134,60 +140,161 @@ async fn decide(
     let user = match UserName::from_bytes(&request.user_name) {
         Ok(u) => u,
         Err(e) => {
-            return Ok(reject(
-                core,
-                ctx,
-                &shown,
-                "pap",
-                e.into(),
-                "malformed User-Name".into(),
-            )
-            .await);
+            let refusal: Refusal = e.into();
+            core.reject(shown, ctx, Method::Password, &refusal).await;
+            return Ok(reject(shown, "malformed User-Name".into(), &refusal));
         }
     };
     let Some(password) = request.password else {
+        core.reject(shown, ctx, Method::Password, &Refusal::WrongPassword)
+            .await;
         return Ok(reject(
-            core,
-            ctx,
-            &shown,
-            "pap",
-            Refusal::WrongPassword,
+            shown,
             "no User-Password".into(),
-        )
-        .await);
+            &Refusal::WrongPassword,
+        ));
     };
-    let round = Round {
-        core,
-        config,
-        client,
-        ctx,
-        user: &user,
-        calling_station: request.calling_station_id.as_deref(),
-    };
+    let device = device(client, request.calling_station_id.as_deref());
+    let remember = device.is_some();
     if let Some(state) = request.state {
-        return round.answer(&state, &password).await;
+        return answer(core, config, client, ctx, &user, &state, &password, device).await;
     }
-    if client.password_checked_by_client {
-        return round.vouched(&password).await;
-    }
-    round.first(&password).await
+    let keyword = config.email_keyword.clone();
+    let (credential, answer) = match client.password_vouch() {
+        // A client that checked the password itself sends the code alone (or the
+        // keyword, or nothing to ask whether the device is trusted).
+        Some(vouch) => (
+            Credential::Vouched(vouch),
+            Answer::parse(&String::from_utf8_lossy(&password), &keyword),
+        ),
+        None if config.mode == RadiusMode::Challenge => (Credential::Password(password), None),
+        None => (
+            Credential::PasswordWithCode {
+                value: password,
+                keyword,
+            },
+            None,
+        ),
+    };
+    let no_factor = match config.unenrolled {
+        Unenrolled::PasswordOnly => NoFactor::Admit,
+        Unenrolled::Reject => NoFactor::Refuse,
+    };
+    let step = core
+        .login(LoginRequest {
+            user: user.clone(),
+            ctx: ctx.clone(),
+            credential,
+            answer,
+            device,
+            remember,
+            policy: DoorPolicy {
+                no_factor,
+                // An append-mode NAS may not show a challenge; a vouching PAM host does.
+                can_ask: config.mode != RadiusMode::Append || client.password_checked_by_client,
+            },
+        })
+        .await?;
+    step_to_decision(core, config, client, &user, step).await
 }
 
-/// Audits and builds a reject.
-async fn reject(
-    core: &Core,
+/// A request that answers a challenge: the parked login and the answer go back into
+/// the flow.
+#[allow(clippy::too_many_arguments)]
+async fn answer(
+    core: &Arc<Core>,
+    config: &RadiusConfig,
+    client: &RadiusClient,
     ctx: &RequestContext,
-    user: &str,
-    method: &str,
-    refusal: Refusal,
-    log: String,
-) -> Decision {
-    core.reject(user, ctx, method, &refusal).await;
+    user: &UserName,
+    state: &[u8],
+    value: &[u8],
+    device: Option<DeviceId>,
+) -> Result<Decision, CoreError> {
+    let id = String::from_utf8_lossy(state).into_owned();
+    let Some(pending) = core.resume(user, &id, &client.name).await? else {
+        let refusal = Refusal::NothingOutstanding;
+        core.reject(user.as_str(), ctx, Method::Challenge, &refusal)
+            .await;
+        return Ok(reject(user.as_str(), refusal.to_string(), &refusal));
+    };
+    let text = Zeroizing::new(String::from_utf8_lossy(value).into_owned());
+    let answer = Answer::parse(&text, &config.email_keyword)
+        .unwrap_or_else(|| Answer::Code(Zeroizing::new(String::new())));
+    let remember = device.is_some();
+    let step = core
+        .continue_login(ContinueRequest {
+            pending,
+            answer,
+            ctx: ctx.clone(),
+            device,
+            remember,
+        })
+        .await?;
+    // The answer is spent either way: a keyword parks a new challenge, an accept or a
+    // reject ends this one. A State left behind expires in 120 s and takes at most
+    // three answers, each needing a fresh code, so a failure to delete it must not
+    // turn the decision into silence.
+    if let Err(e) = core.end_challenge(user, &id).await {
+        tracing::warn!(user = %user, error = %e, "could not delete an answered challenge");
+    }
+    step_to_decision(core, config, client, user, step).await
+}
+
+/// The flow's step as a RADIUS decision.
+async fn step_to_decision(
+    core: &Core,
+    config: &RadiusConfig,
+    client: &RadiusClient,
+    user: &UserName,
+    step: LoginStep,
+) -> Result<Decision, CoreError> {
+    Ok(match step {
+        LoginStep::Accepted(accepted) => Decision::Accept {
+            user: user.to_string(),
+            attributes: reply_attributes(&config.groups, accepted.entry()),
+            log: accepted.factor().method().to_string(),
+        },
+        LoginStep::NeedCode { pending, notice } => {
+            challenge(core, client, &pending, notice.as_ref().map(texts::delivery)).await?
+        }
+        LoginStep::Refused(r) => reject(user.as_str(), r.to_string(), &r),
+    })
+}
+
+/// Parks the pending login and asks for the code: "One-time password: ", or a notice
+/// before it.
+async fn challenge(
+    core: &Core,
+    client: &RadiusClient,
+    pending: &PendingLogin,
+    notice: Option<String>,
+) -> Result<Decision, CoreError> {
+    let challenge = core.park(pending, &client.name).await?;
+    Ok(Decision::Challenge {
+        user: pending.user().to_string(),
+        state: challenge.id.into_bytes(),
+        message: texts::prompt_after(notice.as_deref()),
+        log: "challenge".into(),
+    })
+}
+
+fn reject(user: &str, log: String, refusal: &Refusal) -> Decision {
     Decision::Reject {
         user: user.to_string(),
         log,
-        reason: reject_reason(&refusal),
+        reason: reject_reason(refusal),
     }
+}
+
+/// The device a client's request comes from, for clients that trust stations.
+fn device(client: &RadiusClient, calling_station: Option<&str>) -> Option<DeviceId> {
+    let station = calling_station.filter(|_| client.trust_calling_station)?;
+    Some(DeviceId {
+        door: Door::Radius,
+        identifier: format!("{}|{station}", client.name),
+        label: format!("{station} via {}", client.name),
+    })
 }
 
 /// What a client with `reject_reasons` is told about a refusal: the distinctions PAM
@@ -199,301 +306,6 @@ pub fn reject_reason(refusal: &Refusal) -> Option<&'static str> {
         Refusal::NotEnrolled => Some("not-enrolled"),
         _ => None,
     }
-}
-
-/// One request's context.
-struct Round<'a> {
-    core: &'a Core,
-    config: &'a RadiusConfig,
-    client: &'a RadiusClient,
-    ctx: &'a RequestContext,
-    user: &'a UserName,
-    calling_station: Option<&'a str>,
-}
-
-impl Round<'_> {
-    fn device(&self) -> Option<DeviceId> {
-        let station = self
-            .calling_station
-            .filter(|_| self.client.trust_calling_station)?;
-        Some(DeviceId {
-            door: "radius".into(),
-            identifier: format!("{}|{station}", self.client.name),
-            label: format!("{station} via {}", self.client.name),
-        })
-    }
-
-    async fn reject(&self, method: &str, refusal: Refusal) -> Decision {
-        let log = refusal.to_string();
-        reject(
-            self.core,
-            self.ctx,
-            self.user.as_str(),
-            method,
-            refusal,
-            log,
-        )
-        .await
-    }
-
-    async fn accept(
-        &self,
-        password: PasswordProof,
-        factor: FactorProof,
-    ) -> Result<Decision, CoreError> {
-        let device = self.device();
-        let remember = match &factor {
-            FactorProof::Otp(_) => device.as_ref(),
-            _ => None,
-        };
-        let accepted = match self.core.accept(password, factor, self.ctx, remember).await {
-            Ok(a) => a,
-            Err(CoreError::Refused(r)) => return Ok(self.reject("accept", r).await),
-            Err(e) => return Err(e),
-        };
-        Ok(Decision::Accept {
-            user: self.user.to_string(),
-            attributes: reply_attributes(&self.config.groups, &accepted),
-            log: accepted.method.to_string(),
-        })
-    }
-
-    /// Begins a challenge round: "One-time password: ", or `message` before it.
-    async fn challenge(
-        &self,
-        password: &PasswordProof,
-        message: Option<String>,
-    ) -> Result<Decision, CoreError> {
-        let challenge = self
-            .core
-            .begin_challenge(password, &self.client.name)
-            .await?;
-        Ok(Decision::Challenge {
-            user: self.user.to_string(),
-            state: challenge.id.into_bytes(),
-            message: match message {
-                Some(m) => format!("{m}\n{PROMPT}"),
-                None => PROMPT.to_string(),
-            },
-            log: "challenge".into(),
-        })
-    }
-
-    /// The email keyword: mail a code (or queue a helpdesk request) and challenge again.
-    async fn keyword(&self, password: PasswordProof) -> Result<Decision, CoreError> {
-        let message = match self.core.request_login_code(self.user, self.ctx).await {
-            Ok(CodeDelivery::Mailed { masked_address }) => {
-                format!("A one-time password was mailed to {masked_address}.")
-            }
-            Ok(CodeDelivery::QueuedForHelpdesk) => {
-                "No notification address is registered: your request was sent to the helpdesk."
-                    .to_string()
-            }
-            Err(CoreError::Refused(r)) => return Ok(self.reject("email-otp", r).await),
-            Err(e) => return Err(e),
-        };
-        self.challenge(&password, Some(message)).await
-    }
-
-    /// Checks a code and accepts, or rejects.
-    async fn code(&self, password: PasswordProof, code: &str) -> Result<Decision, CoreError> {
-        match self.core.verify_code(self.user, code).await? {
-            CodeCheck::Verified(otp) => self.accept(password, FactorProof::Otp(otp)).await,
-            CodeCheck::Refused(r) => Ok(self.reject("code", r).await),
-        }
-    }
-
-    /// After the password alone: the lock, a trusted device, the unenrolled policy,
-    /// then a challenge (or, where the client cannot take one, a reject).
-    ///
-    /// The lock comes first: a trusted device skips the code, not the lockout.
-    async fn after_password(
-        &self,
-        password: PasswordProof,
-        may_challenge: bool,
-    ) -> Result<Decision, CoreError> {
-        let status = self.core.factor_status(self.user).await?;
-        if let Some(until) = status.locked_until {
-            return Ok(self.reject("password", Refusal::Locked(until)).await);
-        }
-        if let Some(device) = self.device() {
-            if let Some(trusted) = self.core.check_trusted(self.user, &device).await? {
-                return self.accept(password, FactorProof::Trusted(trusted)).await;
-            }
-        }
-        // `password-only` lets in users with no second factor at all; a user with a
-        // notification address has one (the mailed code) and is asked for it.
-        if !status.has_address && self.config.unenrolled == Unenrolled::PasswordOnly {
-            if let Some(not_enrolled) = status.not_enrolled() {
-                return self
-                    .accept(password, FactorProof::NotEnrolled(not_enrolled))
-                    .await;
-            }
-        }
-        if !status.has_totp && !status.has_address {
-            return Ok(self.reject("password", Refusal::NotEnrolled).await);
-        }
-        if !may_challenge {
-            return Ok(self.reject("password", Refusal::WrongCode).await);
-        }
-        self.challenge(&password, None).await
-    }
-
-    /// A first request (no State).
-    async fn first(&self, value: &[u8]) -> Result<Decision, CoreError> {
-        let mode = self.config.mode;
-        if mode != RadiusMode::Challenge {
-            match self.split(value).await? {
-                Split::Found(password, Tail::Keyword) => return self.keyword(password).await,
-                Split::Found(password, Tail::Code(code)) => {
-                    return self.code(password, &code).await;
-                }
-                // Unknown or not activated: the whole value cannot do better.
-                Split::Refused(r) => return Ok(self.reject("password", r).await),
-                Split::NoMatch => {}
-            }
-        }
-        // The whole value as the password: a challenge follows in `challenge` and
-        // `auto` modes; in `append` mode only a trusted device or the unenrolled
-        // policy can let it in (an append-mode NAS may not show a challenge).
-        match self.core.verify_password(self.user, value).await? {
-            PasswordCheck::Verified(p) => {
-                self.after_password(PasswordProof::Verified(p), mode != RadiusMode::Append)
-                    .await
-            }
-            PasswordCheck::Refused(r) => Ok(self.reject("password", r).await),
-        }
-    }
-
-    /// Tries password+code splits (TOTP digits, then email digits) and
-    /// password+keyword; returns the verified password and what followed it.
-    async fn split(&self, value: &[u8]) -> Result<Split, CoreError> {
-        let settings = self.core.settings();
-        for (at, is_keyword) in split_points(
-            value,
-            &[
-                settings.totp.digits as usize,
-                settings.email_digits as usize,
-            ],
-            self.config.email_keyword.as_bytes(),
-        ) {
-            let (head, tail) = value.split_at(at);
-            match self.core.verify_password(self.user, head).await? {
-                PasswordCheck::Verified(p) => {
-                    let tail = if is_keyword {
-                        Tail::Keyword
-                    } else {
-                        Tail::Code(String::from_utf8_lossy(tail).into_owned())
-                    };
-                    return Ok(Split::Found(PasswordProof::Verified(p), tail));
-                }
-                PasswordCheck::Refused(Refusal::WrongPassword | Refusal::EmptyPassword) => continue,
-                PasswordCheck::Refused(r) => return Ok(Split::Refused(r)),
-            }
-        }
-        Ok(Split::NoMatch)
-    }
-
-    /// A request that answers a challenge.
-    async fn answer(&self, state: &[u8], value: &[u8]) -> Result<Decision, CoreError> {
-        let id = String::from_utf8_lossy(state);
-        let Some(password) = self
-            .core
-            .resume_challenge(self.user, &id, &self.client.name)
-            .await?
-        else {
-            return Ok(self.reject("challenge", Refusal::NothingOutstanding).await);
-        };
-        let answer = String::from_utf8_lossy(value);
-        if answer
-            .trim()
-            .eq_ignore_ascii_case(&self.config.email_keyword)
-        {
-            self.core.end_challenge(self.user, &id).await?;
-            return self.keyword(password).await;
-        }
-        let decision = self.code(password, answer.trim()).await?;
-        if matches!(decision, Decision::Accept { .. }) {
-            // The code is consumed and the accept audited; a State left behind expires
-            // in 120 s and takes at most three answers, each needing a fresh code. So a
-            // failure to delete it must not turn this accept into silence.
-            if let Err(e) = self.core.end_challenge(self.user, &id).await {
-                tracing::warn!(user = %self.user, error = %e, "could not delete an answered challenge");
-            }
-        }
-        Ok(decision)
-    }
-
-    /// A client that checked the password itself sends the code alone (or the keyword,
-    /// or an empty value to ask whether the device is trusted).
-    async fn vouched(&self, value: &[u8]) -> Result<Decision, CoreError> {
-        let proof = || {
-            PasswordProof::CheckedByClient(ClientVouched::new(
-                self.user.clone(),
-                self.client.name.clone(),
-            ))
-        };
-        // The client vouches for the password, not for the directory entry: an unknown
-        // or not activated user is refused here, before any policy (for example a PAM
-        // host's `nullok`) could let them in as "not enrolled".
-        match self.core.lookup(self.user).await? {
-            None => {
-                return Ok(self
-                    .reject("password-by-client", Refusal::UnknownUser)
-                    .await);
-            }
-            Some(entry) if !entry.activated => {
-                return Ok(self
-                    .reject("password-by-client", Refusal::NotActivated)
-                    .await);
-            }
-            Some(_) => {}
-        }
-        let text = String::from_utf8_lossy(value);
-        let text = text.trim();
-        if text.eq_ignore_ascii_case(&self.config.email_keyword) {
-            return self.keyword(proof()).await;
-        }
-        if text.is_empty() {
-            return self.after_password(proof(), true).await;
-        }
-        self.code(proof(), text).await
-    }
-}
-
-enum Tail {
-    Keyword,
-    Code(String),
-}
-
-/// What splitting an append-mode value found.
-enum Split {
-    /// The head is the password; the tail is a code or the keyword.
-    Found(PasswordProof, Tail),
-    /// The user is unknown or not activated: no split can do better.
-    Refused(Refusal),
-    /// No split bound.
-    NoMatch,
-}
-
-/// Where `value` may split into password + code (`false`) or password + keyword
-/// (`true`), in the order to try: each code length (the TOTP's first), then the
-/// keyword. The head is never empty.
-fn split_points(value: &[u8], code_lengths: &[usize], keyword: &[u8]) -> Vec<(usize, bool)> {
-    let mut out: Vec<(usize, bool)> = Vec::new();
-    for &digits in code_lengths {
-        if digits > 0
-            && value.len() > digits
-            && value.iter().rev().take(digits).all(u8::is_ascii_digit)
-            && !out.contains(&(value.len() - digits, false))
-        {
-            out.push((value.len() - digits, false));
-        }
-    }
-    if !keyword.is_empty() && value.len() > keyword.len() && value.ends_with(keyword) {
-        out.push((value.len() - keyword.len(), true));
-    }
-    out
 }
 
 /// Whether a directory group value (`memberOf`: a DN such as
@@ -512,15 +324,10 @@ pub fn group_matches(member_of: &str, group: &str) -> bool {
 }
 
 /// The reply attributes for the groups the user is in, in configuration order.
-pub fn reply_attributes(groups: &[RadiusGroup], accepted: &Accepted) -> Vec<ReplyAttribute> {
+pub fn reply_attributes(groups: &[RadiusGroup], entry: &UserEntry) -> Vec<ReplyAttribute> {
     let mut out = Vec::new();
     for g in groups {
-        if !accepted
-            .entry
-            .groups
-            .iter()
-            .any(|m| group_matches(m, &g.group))
-        {
+        if !entry.groups.iter().any(|m| group_matches(m, &g.group)) {
             continue;
         }
         if let Some(v) = &g.filter_id {
@@ -544,45 +351,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn split_points_try_the_totp_length_then_the_mailed_length_then_the_keyword() {
-        assert_eq!(
-            split_points(b"secret12345678", &[6, 8], b"email"),
-            vec![(8, false), (6, false)]
-        );
-        assert_eq!(
-            split_points(b"secret123456", &[6, 8], b"email"),
-            vec![(6, false)]
-        );
-        assert_eq!(
-            split_points(b"secretemail", &[6, 8], b"email"),
-            vec![(6, true)]
-        );
-        // Equal lengths are tried once.
-        assert_eq!(
-            split_points(b"pw123456", &[6, 6], b"email"),
-            vec![(2, false)]
-        );
-    }
-
-    #[test]
-    fn split_points_never_leave_an_empty_password() {
-        assert!(split_points(b"123456", &[6, 8], b"email").is_empty());
-        assert!(split_points(b"email", &[6, 8], b"email").is_empty());
-        assert!(split_points(b"", &[6, 8], b"email").is_empty());
-        assert_eq!(
-            split_points(b"1123456", &[6, 8], b"email"),
-            vec![(1, false)]
-        );
-    }
-
-    #[test]
-    fn split_points_need_digits() {
-        assert!(split_points(b"secret12345a", &[6, 8], b"email").is_empty());
-        assert!(split_points(b"secret", &[6, 8], b"email").is_empty());
-        assert!(split_points(b"secretEMAIL", &[6, 8], b"email").is_empty());
-    }
-
-    #[test]
     fn groups_match_by_dn_or_name_without_case() {
         let dn = "cn=vpn-staff,ou=groups,dc=example,dc=org";
         assert!(group_matches(dn, "vpn-staff"));
@@ -597,20 +365,14 @@ mod tests {
         assert!(!group_matches("cn=vpn-staff-x,ou=groups", "vpn-staff"));
     }
 
-    fn accepted(groups: &[&str]) -> Accepted {
-        let user = UserName::parse("alice").unwrap();
-        Accepted {
-            entry: otpgate_core::directory::UserEntry {
-                name: user.clone(),
-                dn: "uid=alice,ou=people,dc=example,dc=org".into(),
-                activated: true,
-                mail: None,
-                groups: groups.iter().map(|g| g.to_string()).collect(),
-                display_name: None,
-            },
-            user,
-            method: "totp",
-            remembered: None,
+    fn accepted(groups: &[&str]) -> UserEntry {
+        UserEntry {
+            name: UserName::parse("alice").unwrap(),
+            dn: "uid=alice,ou=people,dc=example,dc=org".into(),
+            activated: true,
+            mail: None,
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            display_name: None,
         }
     }
 

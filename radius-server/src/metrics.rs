@@ -17,6 +17,9 @@ pub const DUPLICATES: &str = "otpgate_radius_duplicates_total";
 /// Counter: backend failures that made a request fail closed, by `door` and `backend`
 /// (`directory`, `store`, `mail`).
 pub const BACKEND_ERRORS: &str = "otpgate_backend_errors_total";
+/// Counter: requests answered later than `request_timeout` (a slow backend; the reply
+/// was still sent and cached).
+pub const LATE: &str = "otpgate_radius_late_total";
 /// Gauge: requests being evaluated now.
 pub const IN_FLIGHT: &str = "otpgate_radius_in_flight";
 
@@ -34,6 +37,10 @@ pub fn describe() {
         "RADIUS datagrams dropped without a reply, by reason."
     );
     describe_counter!(DUPLICATES, "RADIUS retransmissions, by outcome.");
+    describe_counter!(
+        LATE,
+        "RADIUS requests answered after request_timeout (a slow backend)."
+    );
     describe_counter!(
         BACKEND_ERRORS,
         "Backend failures that made a request fail closed, by door and backend."

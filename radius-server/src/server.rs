@@ -4,8 +4,10 @@
 //! address, verify the datagram with its secret ([`VerifiedRequest::verify`]), consult
 //! the duplicate cache, take a permit. The evaluation runs in a task of its own,
 //! holding the permit; there are never more than `max_in_flight` of them (a full
-//! server drops and counts, it does not queue without bound). Each evaluation has a
-//! deadline (`request_timeout`) after which the request is dropped.
+//! server drops and counts, it does not queue without bound). An evaluation is never
+//! cut short (the login flow must not stop between consuming a code and auditing it);
+//! every backend call has its own timeout, and a reply later than `request_timeout` is
+//! still sent, cached and counted as late.
 //!
 //! ```text
 //!  datagram ─► client by source (longest prefix) ─► verify (secret, MA policy)
@@ -16,11 +18,11 @@
 //!     ▼
 //!  permit (max_in_flight) ── none free: drop, count
 //!     ▼
-//!  task: handler::handle / health (Status-Server), under request_timeout
+//!  task: handler::handle / health (Status-Server), run to completion
 //!     ├─ Accept / Challenge: encode, send, cache
 //!     ├─ Reject: encode, release the permit, hand the bytes to the delay queue,
 //!     │          which sends them `reject_delay` after the request arrived
-//!     └─ Drop (backend down, deadline): nothing is sent; the cache forgets the
+//!     └─ Drop (backend down): nothing is sent; the cache forgets the
 //!                request so a retransmission is evaluated afresh
 //! ```
 //!
@@ -39,6 +41,7 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram};
 use otpgate_config::{RadiusConfig, RadiusMode};
 use otpgate_core::Core;
+use otpgate_core::audit::Method;
 use otpgate_radius_proto::attr::{
     self, Attribute, CLASS, FILTER_ID, SESSION_TIMEOUT, STATE, TUNNEL_MEDIUM_IEEE_802,
     TUNNEL_TYPE_VLAN,
@@ -343,30 +346,27 @@ async fn serve_request(
     received: Instant,
 ) {
     gauge!(m::IN_FLIGHT).increment(1.0);
-    let evaluated = tokio::time::timeout(
-        shared.config.request_timeout,
-        evaluate(&shared, &client, &request),
-    )
-    .await;
+    // Never cut short: the login flow consumes codes and writes audit records, and a
+    // request stopped halfway could burn a code whose reply never leaves. Each backend
+    // call has its own timeout, so this ends; a reply later than `request_timeout` is
+    // still sent and cached (the NAS's retransmission then gets it, never a second
+    // evaluation), and counted as late.
+    let outcome = evaluate(&shared, &client, &request).await;
     gauge!(m::IN_FLIGHT).decrement(1.0);
     drop(permit);
     let elapsed = received.elapsed();
     let client_name = client.config.name.as_str();
     let mode = mode_name(shared.config.mode);
-    let outcome = match evaluated {
-        Ok(o) => o,
-        Err(_) => Outcome {
-            result: "drop",
-            user: shown_user(&request),
-            reason: format!(
-                "request_timeout ({:?}) passed; no reply",
-                shared.config.request_timeout
-            ),
-            reply: None,
-            backend: None,
-            drop_reason: "timeout",
-        },
-    };
+    if elapsed > shared.config.request_timeout {
+        counter!(m::LATE).increment(1);
+        tracing::warn!(
+            user = %outcome.user,
+            client = client_name,
+            ms = elapsed.as_millis() as u64,
+            "radius request answered after request_timeout ({:?}); a backend is slow",
+            shared.config.request_timeout
+        );
+    }
     counter!(m::REQUESTS, "door" => "radius", "result" => outcome.result).increment(1);
     histogram!(m::DURATION, "door" => "radius", "result" => outcome.result)
         .record(elapsed.as_secs_f64());
@@ -430,13 +430,6 @@ async fn delay_queue(mut rx: mpsc::Receiver<DelayedReply>) {
     }
 }
 
-fn shown_user(request: &VerifiedRequest) -> String {
-    request
-        .user_name()
-        .map(|u| String::from_utf8_lossy(u).chars().take(64).collect())
-        .unwrap_or_default()
-}
-
 fn mode_name(mode: RadiusMode) -> &'static str {
     match mode {
         RadiusMode::Append => "append",
@@ -472,11 +465,11 @@ async fn evaluate(shared: &Shared, client: &Client, request: &VerifiedRequest) -
         };
     }
     let other_method = if request.has_eap() {
-        Some("EAP")
+        Some(Method::Eap)
     } else if request.has_mschap() {
-        Some("MS-CHAP")
+        Some(Method::MsChap)
     } else if request.has_chap() {
-        Some("CHAP")
+        Some(Method::Chap)
     } else {
         None
     };

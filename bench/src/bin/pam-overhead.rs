@@ -12,8 +12,8 @@
 //!   config loading) against the bare RADIUS exchange the module makes
 //!   (`Client::authenticate` with the same attributes);
 //! - direct mode: the whole module call (config loading and checks, a fresh runtime,
-//!   the core) against the same core calls (`Core::open`, lookup, factor status,
-//!   trusted check, accept) on a runtime made once.
+//!   the core) against the same core calls (`Core::open` and the login flow's
+//!   trusted-host path) on a runtime made once.
 //!
 //! The difference of the medians is the module's own cost. Goal: under 10 ms.
 
@@ -26,7 +26,9 @@ use otpgate_core::clock::{Clock, SystemClock};
 use otpgate_core::otp::totp::{self, TotpParams};
 use otpgate_core::random::OsRandom;
 use otpgate_core::secret::TotpSecret;
-use otpgate_core::service::{ClientVouched, DeviceId, FactorProof, PasswordProof};
+use otpgate_core::service::{
+    CoreConfig, Credential, DeviceId, DoorPolicy, LoginRequest, LoginStep, NoFactor,
+};
 use otpgate_core::user::UserName;
 use otpgate_radius_proto::{AccessRequestParams, Client, Reply, Secret};
 use otpgate_tests::{PAM_RADIUS_SECRET, PamBackends};
@@ -142,7 +144,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     let user = UserName::parse("alice")?;
     let device = DeviceId {
-        door: "pam".into(),
+        door: Door::Pam,
         identifier: HOST.into(),
         label: HOST.into(),
     };
@@ -156,16 +158,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         module.push(took);
         let started = Instant::now();
         runtime.block_on(async {
-            let core = Core::open(&config, Arc::new(SystemClock), Arc::new(OsRandom)).await?;
-            core.lookup(&user).await?;
-            core.factor_status(&user).await?;
-            let trusted = core
-                .check_trusted(&user, &device)
-                .await?
-                .ok_or("not trusted")?;
-            let proof = PasswordProof::CheckedByClient(ClientVouched::new(user.clone(), "pam"));
-            core.accept(proof, FactorProof::Trusted(trusted), &ctx, None)
+            let settings = CoreConfig::from_config(&config);
+            let core = Arc::new(
+                Core::open(&config, settings, Arc::new(SystemClock), Arc::new(OsRandom)).await?,
+            );
+            let pam = config.pam.as_ref().ok_or("no [pam] section")?;
+            let step = core
+                .login(LoginRequest {
+                    user: user.clone(),
+                    ctx: ctx.clone(),
+                    credential: Credential::Vouched(pam.password_vouch("pam")),
+                    answer: None,
+                    device: Some(device.clone()),
+                    remember: false,
+                    policy: DoorPolicy {
+                        no_factor: NoFactor::Refuse,
+                        can_ask: true,
+                    },
+                })
                 .await?;
+            if !matches!(step, LoginStep::Accepted(_)) {
+                return Err("the trusted host was not accepted".into());
+            }
             Ok::<(), Box<dyn std::error::Error>>(())
         })?;
         backends.push(started.elapsed());

@@ -6,17 +6,16 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::login::{OtpVerified, mask_address};
-use super::{Core, store_error};
-use crate::audit::RequestContext;
+use super::Core;
+use super::login::{Factor, OtpVerified, mask_address};
+use crate::audit::{Method, RequestContext};
 use crate::clock::Timestamp;
-use crate::directory::PasswordVerified;
 use crate::error::{CoreError, Refusal};
 use crate::mail::texts;
 use crate::otp::totp;
 use crate::random;
 use crate::secret::TotpSecret;
-use crate::store::{Account, CodeSlot, StepOutcome, StoreBackend, TrustedDevice};
+use crate::store::{Account, CodeOutcome, CodeSlot, StepOutcome, StoreBackend, TrustedDevice};
 use crate::user::{UserName, UserState};
 
 /// Attempts at a compare-and-set before giving up.
@@ -82,11 +81,7 @@ impl Core {
         mut change: impl FnMut(&mut Account) -> Result<Option<T>, CoreError>,
     ) -> Result<Option<T>, CoreError> {
         for _ in 0..CAS_ATTEMPTS {
-            let record = self
-                .store
-                .load(user, self.now())
-                .await
-                .map_err(store_error)?;
+            let record = self.store.load(user, self.now()).await?;
             let mut account = record.account.unwrap_or_default();
             let expected = account.version;
             let Some(result) = change(&mut account)? else {
@@ -95,12 +90,7 @@ impl Core {
             if account.created_at.is_none() {
                 account.created_at = Some(self.now());
             }
-            if self
-                .store
-                .save_account(user, expected, &account)
-                .await
-                .map_err(store_error)?
-            {
+            if self.store.save_account(user, expected, &account).await? {
                 return Ok(Some(result));
             }
         }
@@ -114,17 +104,12 @@ impl Core {
     pub async fn status(&self, user: &UserName) -> Result<UserStatus, CoreError> {
         let entry = self.lookup(user).await?.ok_or(Refusal::UnknownUser)?;
         let now = self.now();
-        let record = self.store.load(user, now).await.map_err(store_error)?;
-        let trusted = self
-            .store
-            .list_trusted(user, now)
-            .await
-            .map_err(store_error)?;
+        let record = self.store.load(user, now).await?;
+        let trusted = self.store.list_trusted(user, now).await?;
         let pending = self
             .store
             .peek_code(user, CodeSlot::AddressConfirmation, now)
-            .await
-            .map_err(store_error)?
+            .await?
             .and_then(|c| c.payload);
         let account = record.account.as_ref();
         Ok(UserStatus {
@@ -164,8 +149,14 @@ impl Core {
         ctx: &RequestContext,
     ) -> Result<Enrollment, CoreError> {
         let outcome = self.enroll_inner(user).await;
-        self.audit_outcome(ctx, user, "enroll", "app secret issued, pending", &outcome)
-            .await;
+        self.audit_outcome(
+            ctx,
+            user,
+            Method::Enroll,
+            "app secret issued, pending",
+            &outcome,
+        )
+        .await;
         outcome
     }
 
@@ -188,22 +179,24 @@ impl Core {
 
     /// Activates the pending app secret with a code from it. The code's step counts as
     /// used, like any login.
+    ///
+    /// The code proves the new app: the proof lets a set-up session become a full one.
     pub async fn confirm_enrollment(
         &self,
         user: &UserName,
         code: &str,
         ctx: &RequestContext,
-    ) -> Result<(), CoreError> {
+    ) -> Result<OtpVerified, CoreError> {
         let outcome = self.confirm_inner(user, code).await;
-        self.audit_outcome(ctx, user, "enroll-confirm", "app enrolled", &outcome)
+        self.audit_outcome(ctx, user, Method::EnrollConfirm, "app enrolled", &outcome)
             .await;
-        outcome
+        outcome.map(|()| OtpVerified::made(user.clone(), Factor::Totp))
     }
 
     async fn confirm_inner(&self, user: &UserName, code: &str) -> Result<(), CoreError> {
         self.activated_entry(user).await?;
         let now = self.now();
-        let record = self.store.load(user, now).await.map_err(store_error)?;
+        let record = self.store.load(user, now).await?;
         if let Some(until) = record.locked_until {
             return Err(Refusal::Locked(until).into());
         }
@@ -217,12 +210,7 @@ impl Core {
             self.fail(user).await?;
             return Err(Refusal::WrongCode.into());
         };
-        match self
-            .store
-            .accept_totp_step(user, step, now)
-            .await
-            .map_err(store_error)?
-        {
+        match self.store.accept_totp_step(user, step, now).await? {
             StepOutcome::Accepted => {}
             StepOutcome::Replay => {
                 self.fail(user).await?;
@@ -253,8 +241,7 @@ impl Core {
                 self.settings.max_failures,
                 self.settings.lock_for,
             )
-            .await
-            .map_err(store_error)?;
+            .await?;
         match outcome.locked_until {
             Some(until) => Err(Refusal::Locked(until).into()),
             None => Ok(()),
@@ -269,11 +256,7 @@ impl Core {
         ctx: &RequestContext,
     ) -> Result<Enrollment, CoreError> {
         let user = proof.user().clone();
-        let record = self
-            .store
-            .load(&user, self.now())
-            .await
-            .map_err(store_error)?;
+        let record = self.store.load(&user, self.now()).await?;
         let account = record.account.unwrap_or_default();
         let outcome = match &account.totp {
             Some(sealed) => self.keys.open(&user, sealed).map(|secret| {
@@ -284,7 +267,7 @@ impl Core {
         self.audit_outcome(
             ctx,
             &user,
-            "add-device",
+            Method::AddDevice,
             "enrolled secret shown again",
             &outcome,
         )
@@ -298,7 +281,7 @@ impl Core {
         self.audit_outcome(
             ctx,
             user,
-            "reset",
+            Method::Reset,
             "app and trusted devices removed",
             &outcome,
         )
@@ -315,14 +298,12 @@ impl Core {
             Ok(Some(()))
         })
         .await?;
-        self.store
-            .revoke_trusted(user, None)
-            .await
-            .map_err(store_error)?;
-        self.store
-            .delete_code(user, CodeSlot::Reset)
-            .await
-            .map_err(store_error)?;
+        // The account's new version (saved above) already keeps a login in flight from
+        // remembering a device (`add_trusted` compares it); then every device goes.
+        self.store.revoke_trusted(user, None).await?;
+        self.store.delete_code(user, CodeSlot::Reset).await?;
+        // The next app's first code may fall in the step the old app used last.
+        self.store.forget_totp_step(user).await?;
         Ok(())
     }
 
@@ -360,7 +341,7 @@ impl Core {
         self.audit_outcome(
             ctx,
             user,
-            "address-set",
+            Method::AddressSet,
             &format!("confirmation code mailed to {address}"),
             &outcome,
         )
@@ -372,6 +353,10 @@ impl Core {
         self.activated_entry(user).await?;
         let address = self.check_address(address)?;
         let code = random::decimal_code(self.random.as_ref(), ADDRESS_CODE_DIGITS)?;
+        // The code works only once the SMTP server accepted the message.
+        self.mailer
+            .send(&texts::address_confirmation(&address, user.as_str(), &code))
+            .await?;
         self.issue_code(
             user,
             CodeSlot::AddressConfirmation,
@@ -381,37 +366,32 @@ impl Core {
             "address",
         )
         .await?;
-        if let Err(e) = self
-            .mailer
-            .send(&texts::address_confirmation(&address, user.as_str(), &code))
-            .await
-        {
-            self.store
-                .delete_code(user, CodeSlot::AddressConfirmation)
-                .await
-                .map_err(store_error)?;
-            return Err(e);
-        }
         Ok(mask_address(&address))
     }
 
-    /// Confirms an address change with the mailed code; tells the old address.
+    /// Confirms an address change with the mailed code; tells the old address. Returns
+    /// the new address and the proof of the code (a set-up session becomes a full one).
     pub async fn confirm_address(
         &self,
         user: &UserName,
         code: &str,
         ctx: &RequestContext,
-    ) -> Result<String, CoreError> {
+    ) -> Result<(String, OtpVerified), CoreError> {
         let outcome = self.confirm_address_inner(user, code).await;
         self.audit_outcome(
             ctx,
             user,
-            "address-confirm",
+            Method::AddressConfirm,
             "notification address changed",
             &outcome,
         )
         .await;
-        outcome
+        outcome.map(|address| {
+            (
+                address,
+                OtpVerified::made(user.clone(), Factor::OneTimeCode),
+            )
+        })
     }
 
     async fn confirm_address_inner(
@@ -421,21 +401,35 @@ impl Core {
     ) -> Result<String, CoreError> {
         self.activated_entry(user).await?;
         let now = self.now();
-        let record = self.store.load(user, now).await.map_err(store_error)?;
+        let record = self.store.load(user, now).await?;
         if let Some(until) = record.locked_until {
             return Err(Refusal::Locked(until).into());
         }
         let hash = self
             .keys
             .code_hash(user, CodeSlot::AddressConfirmation.as_str(), code.trim());
-        let Some(stored) = self
+        // The lock, the comparison and the failure count in one atomic step: parallel
+        // guesses stop at the lock.
+        let stored = match self
             .store
-            .consume_code(user, CodeSlot::AddressConfirmation, &hash, now)
-            .await
-            .map_err(store_error)?
-        else {
-            self.fail(user).await?;
-            return Err(Refusal::WrongCode.into());
+            .check_code(
+                user,
+                CodeSlot::AddressConfirmation,
+                &hash,
+                now,
+                self.settings.max_failures,
+                self.settings.lock_for,
+            )
+            .await?
+        {
+            CodeOutcome::Consumed(stored) => stored,
+            CodeOutcome::Locked(until) => return Err(Refusal::Locked(until).into()),
+            CodeOutcome::Wrong(f) => {
+                return Err(f
+                    .locked_until
+                    .map_or(Refusal::WrongCode, Refusal::Locked)
+                    .into());
+            }
         };
         let new = stored
             .payload
@@ -468,7 +462,7 @@ impl Core {
         ctx: &RequestContext,
     ) -> Result<super::CodeDelivery, CoreError> {
         let outcome = self.request_reset_inner(user, ctx).await;
-        self.audit_outcome(ctx, user, "reset-request", "", &outcome)
+        self.audit_outcome(ctx, user, Method::ResetRequest, "", &outcome)
             .await;
         outcome
     }
@@ -480,89 +474,81 @@ impl Core {
     ) -> Result<super::CodeDelivery, CoreError> {
         self.activated_entry(user).await?;
         let now = self.now();
-        let record = self.store.load(user, now).await.map_err(store_error)?;
+        let record = self.store.load(user, now).await?;
         let Some(address) = record.account.and_then(|a| a.notification_address) else {
             self.store
                 .enqueue_helpdesk(&crate::store::HelpdeskRequest {
                     user: user.clone(),
-                    kind: "reset".into(),
+                    kind: crate::store::HelpdeskKind::Reset,
                     via: format!("{} {}", ctx.door.as_str(), ctx.client),
                     requested_at: now,
                     expires_at: now.plus(Duration::from_secs(self.settings.helpdesk_keep)),
                 })
-                .await
-                .map_err(store_error)?;
+                .await?;
             return Ok(super::CodeDelivery::QueuedForHelpdesk);
+        };
+        let Some(base) = self.settings.reset_link_base.clone() else {
+            return Err(CoreError::Config(
+                "reset links need the portal's public_url; none was given to the core".into(),
+            ));
         };
         let token = random::hex_id::<32>(self.random.as_ref())?;
         let valid = self.settings.notification.reset_valid_for.as_secs();
-        self.issue_code(user, CodeSlot::Reset, &token, valid, None, "reset-link")
-            .await?;
-        let base = self
-            .settings
-            .public_url
-            .clone()
-            .unwrap_or_else(|| "https://localhost".into());
         let link = format!(
             "{base}/reset/confirm?user={}&token={token}",
             url_encode(user.as_str())
         );
-        if let Err(e) = self
-            .mailer
+        // The link works only once the SMTP server accepted the message.
+        self.mailer
             .send(&texts::reset_link(
                 &address,
                 user.as_str(),
                 &link,
                 valid / 3600,
             ))
-            .await
-        {
-            self.store
-                .delete_code(user, CodeSlot::Reset)
-                .await
-                .map_err(store_error)?;
-            return Err(e);
-        }
+            .await?;
+        self.issue_code(user, CodeSlot::Reset, &token, valid, None, "reset-link")
+            .await?;
         Ok(super::CodeDelivery::Mailed {
             masked_address: mask_address(&address),
         })
     }
 
-    /// Follows a reset link: with the password verified just now and the mailed token,
-    /// removes the app and trusted devices. The consumed link is a one-time code the user
-    /// received at the notification address, so it yields an [`OtpVerified`] (method
-    /// "reset-link") that the portal turns into a login leading to app set-up.
-    pub async fn complete_reset(
+    /// Follows a reset link (for the flow's [`Core::login_with_reset_link`], after the
+    /// password was verified): consumes the mailed token, then removes the app and
+    /// trusted devices.
+    pub(super) async fn complete_reset(
         &self,
-        password: &PasswordVerified,
+        user: &UserName,
         token: &str,
         ctx: &RequestContext,
-    ) -> Result<OtpVerified, CoreError> {
-        let user = password.user().clone();
+    ) -> Result<(), CoreError> {
         let token = token.trim();
         let well_formed = token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit());
-        let hash = self.keys.code_hash(&user, CodeSlot::Reset.as_str(), token);
+        let hash = self.keys.code_hash(user, CodeSlot::Reset.as_str(), token);
         let consumed = if well_formed {
             self.store
-                .consume_code(&user, CodeSlot::Reset, &hash, self.now())
-                .await
-                .map_err(store_error)?
+                .consume_code(user, CodeSlot::Reset, &hash, self.now())
+                .await?
         } else {
             None
         };
         if consumed.is_none() {
             let e: Result<(), CoreError> = Err(Refusal::NothingOutstanding.into());
-            self.audit_outcome(ctx, &user, "reset", "", &e).await;
-            return Err(Refusal::NothingOutstanding.into());
+            self.audit_outcome(ctx, user, Method::Reset, "", &e).await;
+            return e;
         }
-        self.reset(&user, ctx).await?;
-        Ok(OtpVerified::made(user, super::OtpMethod::ResetLink))
+        self.reset(user, ctx).await
     }
 
     /// Clears failures and the lock.
     pub async fn unlock(&self, user: &UserName, ctx: &RequestContext) -> Result<(), CoreError> {
-        let outcome = self.store.clear_failures(user).await.map_err(store_error);
-        self.audit_outcome(ctx, user, "unlock", "failures cleared", &outcome)
+        let outcome = self
+            .store
+            .clear_failures(user)
+            .await
+            .map_err(CoreError::from);
+        self.audit_outcome(ctx, user, Method::Unlock, "failures cleared", &outcome)
             .await;
         outcome
     }
@@ -572,7 +558,7 @@ impl Core {
         self.store
             .list_trusted(user, self.now())
             .await
-            .map_err(store_error)
+            .map_err(CoreError::from)
     }
 
     /// Revokes one trusted device, or all. Returns how many.
@@ -586,13 +572,19 @@ impl Core {
             .store
             .revoke_trusted(user, id)
             .await
-            .map_err(store_error)
+            .map_err(CoreError::from)
         {
             Ok(0) if id.is_some() => Err(Refusal::NoSuchDevice.into()),
             other => other,
         };
-        self.audit_outcome(ctx, user, "trusted-revoke", id.unwrap_or("all"), &outcome)
-            .await;
+        self.audit_outcome(
+            ctx,
+            user,
+            Method::TrustedRevoke,
+            id.unwrap_or("all"),
+            &outcome,
+        )
+        .await;
         outcome
     }
 }

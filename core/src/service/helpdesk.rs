@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 
-use super::{Core, store_error};
-use crate::audit::{AuditRecord, RequestContext};
+use super::Core;
+use crate::audit::{AuditRecord, Method, RequestContext};
 use crate::clock::Timestamp;
 use crate::error::CoreError;
 use crate::random;
@@ -26,7 +26,7 @@ impl Core {
         self.store
             .list_helpdesk(self.now())
             .await
-            .map_err(store_error)
+            .map_err(CoreError::from)
     }
 
     /// Issues an 8-digit code for `user` (email-OTP rules: valid for the configured
@@ -40,7 +40,7 @@ impl Core {
         self.audit_outcome(
             ctx,
             user,
-            "helpdesk-issue",
+            Method::HelpdeskIssue,
             "one-time code issued by an operator",
             &outcome,
         )
@@ -66,10 +66,7 @@ impl Core {
                 &issued_by,
             )
             .await?;
-        self.store
-            .remove_helpdesk(user)
-            .await
-            .map_err(store_error)?;
+        self.store.remove_helpdesk(user).await?;
         Ok(IssuedOtp {
             user: user.to_string(),
             otp: code,
@@ -87,8 +84,7 @@ impl Core {
         let lines = self
             .store
             .read_audit(since, limit.saturating_mul(4).max(limit))
-            .await
-            .map_err(store_error)?;
+            .await?;
         let mut out = Vec::new();
         for line in lines {
             let record: AuditRecord = match serde_json::from_str(&line) {

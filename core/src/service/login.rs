@@ -1,31 +1,31 @@
-//! The login path, as proof-carrying steps:
+//! The steps a login is made of, each with the proof it leaves. The order they run in
+//! lives in `flow`, not here.
 //!
-//! ```text
-//!  password ──► PasswordProof ─┐
-//!  (directory, or a client     ├──► Core::accept ──► Accepted
-//!   that vouches, or a resumed │
-//!   challenge)                 │
-//!  code / trusted device ──► FactorProof
-//!  (or NotEnrolled, where policy allows it)
-//! ```
+//! Each proof has private fields and is made only by the check it proves:
 //!
-//! Each proof has private fields and is made only by the check it proves, so a door
-//! cannot produce an [`Accepted`] without running both checks for the same user.
-//! What is kept between RADIUS rounds is a challenge record in the store, bound to the
-//! user and the client, at most three answers, 120 s.
+//! - [`OtpVerified`]: the store atomically accepted a TOTP step (later than the last
+//!   one, with the lock checked in the same step) or consumed a one-time code (likewise);
+//!   account operations make it from a mailed reset link.
+//! - [`Accepted`]: made only by the flow, from the password side and a factor for the
+//!   same user. No door can build one.
+//!
+//! What is kept between RADIUS rounds is a challenge record in the store (the
+//! [`PendingLogin`](super::PendingLogin), bound to the user and the client, at most
+//! three answers, 120 s).
 
 use serde::{Deserialize, Serialize};
 
-use super::{Core, store_error};
-use crate::audit::RequestContext;
+use super::Core;
+use crate::audit::{Door, Method, RequestContext};
 use crate::clock::Timestamp;
-use crate::directory::{PasswordCheck, PasswordVerified, UserEntry};
-use crate::error::{Backend, CoreError, Refusal};
+use crate::directory::UserEntry;
+use crate::error::{CoreError, Refusal};
 use crate::mail::texts;
 use crate::otp::totp;
 use crate::random;
 use crate::store::{
-    CodeSlot, HelpdeskRequest, StepOutcome, StoreBackend, StoredCode, TrustedDevice,
+    CodeOutcome, CodeSlot, HelpdeskKind, HelpdeskRequest, StepOutcome, StoreBackend, StoredCode,
+    TrustedDevice, UserRecord,
 };
 use crate::user::UserName;
 
@@ -34,185 +34,62 @@ pub const CHALLENGE_TTL: u64 = 120;
 /// How many answers a challenge takes.
 pub const CHALLENGE_MAX_ANSWERS: u32 = 3;
 
-/// How the password side of a login was established.
-#[derive(Debug)]
-pub enum PasswordProof {
-    /// The directory verified it now.
-    Verified(PasswordVerified),
-    /// A client configured with `password_checked_by_client` (a PAM host whose earlier
-    /// module checked it) vouches for it.
-    CheckedByClient(ClientVouched),
-    /// An earlier round of this login verified it (a resumed challenge).
-    Resumed(ResumedPassword),
-}
-
-impl PasswordProof {
-    /// The user the proof is about.
-    pub fn user(&self) -> &UserName {
-        match self {
-            PasswordProof::Verified(p) => p.user(),
-            PasswordProof::CheckedByClient(v) => &v.user,
-            PasswordProof::Resumed(r) => &r.user,
-        }
-    }
-
-    fn method(&self) -> &'static str {
-        match self {
-            PasswordProof::Verified(_) => "password",
-            PasswordProof::CheckedByClient(_) => "password-by-client",
-            PasswordProof::Resumed(_) => "password-earlier-round",
-        }
-    }
-}
-
-/// A client's word that it checked the password. Made explicitly, by name, only where
-/// the configuration says the client may vouch.
-#[derive(Debug)]
-pub struct ClientVouched {
-    user: UserName,
-    client: String,
-}
-
-impl ClientVouched {
-    /// The door calls this only for a client with `password_checked_by_client = true`.
-    pub fn new(user: UserName, client: impl Into<String>) -> Self {
-        Self {
-            user,
-            client: client.into(),
-        }
-    }
-}
-
-/// A password verified in an earlier round of the same login (see [`Core::resume_challenge`]).
-#[derive(Debug)]
-pub struct ResumedPassword {
-    user: UserName,
-    by_client: bool,
-}
-
 /// Proof that a one-time code was accepted (and consumed) just now.
 #[derive(Debug)]
 pub struct OtpVerified {
     user: UserName,
-    method: OtpMethod,
+    factor: Factor,
 }
 
 impl OtpVerified {
     /// Made by the core's own checks (here and in `account`) only.
-    pub(crate) fn made(user: UserName, method: OtpMethod) -> Self {
-        Self { user, method }
+    pub(crate) fn made(user: UserName, factor: Factor) -> Self {
+        Self { user, factor }
     }
-}
 
-impl OtpVerified {
     /// The user.
     pub fn user(&self) -> &UserName {
         &self.user
     }
 
     /// Which kind of code.
-    pub fn method(&self) -> OtpMethod {
-        self.method
+    pub fn factor(&self) -> Factor {
+        self.factor
     }
 }
 
-/// Which kind of code was accepted.
+/// What let a login in, besides the password.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OtpMethod {
+pub enum Factor {
     /// An app code.
     Totp,
-    /// A mailed or helpdesk-issued 8-digit code.
+    /// A mailed or helpdesk-issued code.
     OneTimeCode,
     /// A mailed reset link, followed with the password (the portal's reset).
     ResetLink,
+    /// A device the user trusted after an earlier login with a code.
+    TrustedDevice,
+    /// Nothing: the user has no second factor and the door's policy lets such users in
+    /// (RADIUS `password-only`, PAM `nullok`, the portal's set-up session).
+    NotEnrolled,
 }
 
-impl OtpMethod {
-    fn as_str(self) -> &'static str {
+impl Factor {
+    /// The audit method.
+    pub fn method(self) -> Method {
         match self {
-            OtpMethod::Totp => "totp",
-            OtpMethod::OneTimeCode => "one-time-code",
-            OtpMethod::ResetLink => "reset-link",
-        }
-    }
-}
-
-/// Proof that the device is trusted for this user now.
-#[derive(Debug)]
-pub struct TrustedDeviceVerified {
-    user: UserName,
-}
-
-/// Proof that the user has no app enrolled (for `unenrolled = "password-only"` and PAM
-/// `nullok`). Made only by [`FactorStatus::not_enrolled`].
-#[derive(Debug)]
-pub struct NotEnrolled {
-    user: UserName,
-}
-
-/// The second-factor side of a login.
-#[derive(Debug)]
-pub enum FactorProof {
-    Otp(OtpVerified),
-    Trusted(TrustedDeviceVerified),
-    /// Allowed only where the door's policy lets unenrolled users in.
-    NotEnrolled(NotEnrolled),
-}
-
-impl FactorProof {
-    fn user(&self) -> &UserName {
-        match self {
-            FactorProof::Otp(p) => &p.user,
-            FactorProof::Trusted(p) => &p.user,
-            FactorProof::NotEnrolled(p) => &p.user,
+            Factor::Totp => Method::Totp,
+            Factor::OneTimeCode => Method::OneTimeCode,
+            Factor::ResetLink => Method::ResetLink,
+            Factor::TrustedDevice => Method::TrustedDevice,
+            Factor::NotEnrolled => Method::NotEnrolled,
         }
     }
 
-    fn method(&self) -> &'static str {
-        match self {
-            FactorProof::Otp(p) => p.method.as_str(),
-            FactorProof::Trusted(_) => "trusted-device",
-            FactorProof::NotEnrolled(_) => "not-enrolled",
-        }
+    /// Whether a code was proven just now (only then is a device remembered).
+    pub fn is_code(self) -> bool {
+        matches!(self, Factor::Totp | Factor::OneTimeCode | Factor::ResetLink)
     }
-}
-
-/// What a user has, for deciding how to ask for the second factor.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FactorStatus {
-    pub user: UserName,
-    /// An app is enrolled.
-    pub has_totp: bool,
-    /// A notification address is registered.
-    pub has_address: bool,
-    /// Locked until then.
-    pub locked_until: Option<Timestamp>,
-}
-
-impl FactorStatus {
-    /// The proof that no app is enrolled, when that is so.
-    pub fn not_enrolled(&self) -> Option<NotEnrolled> {
-        (!self.has_totp).then(|| NotEnrolled {
-            user: self.user.clone(),
-        })
-    }
-
-    /// The proof that the user has no second factor at all: no app and no notification
-    /// address (a registered address counts, since a mailed code can be asked for). The
-    /// portal lets such a user in with the password alone, to set one up.
-    pub fn no_second_factor(&self) -> Option<NotEnrolled> {
-        if self.has_address {
-            return None;
-        }
-        self.not_enrolled()
-    }
-}
-
-/// The outcome of a code check.
-#[derive(Debug)]
-pub enum CodeCheck {
-    Verified(OtpVerified),
-    Refused(Refusal),
 }
 
 /// Where a requested code went.
@@ -227,24 +104,57 @@ pub enum CodeDelivery {
 /// A device a user may ask to be remembered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceId {
-    /// "portal", "pam", "radius".
-    pub door: String,
+    /// The door it logs in through.
+    pub door: Door,
     /// The identifier (browser token, remote host, Calling-Station-Id); stored only hashed.
     pub identifier: String,
     /// What the user sees in the list.
     pub label: String,
 }
 
-/// A successful login.
+/// A successful login. Only the flow makes one.
 #[derive(Debug, Clone)]
 pub struct Accepted {
-    pub user: UserName,
-    /// The directory entry (for reply attributes by group).
-    pub entry: UserEntry,
-    /// The second factor used.
-    pub method: &'static str,
+    user: UserName,
+    entry: UserEntry,
+    factor: Factor,
+    remembered: Option<String>,
+}
+
+impl Accepted {
+    pub(super) fn made(
+        user: UserName,
+        entry: UserEntry,
+        factor: Factor,
+        remembered: Option<String>,
+    ) -> Self {
+        Self {
+            user,
+            entry,
+            factor,
+            remembered,
+        }
+    }
+
+    /// The user let in.
+    pub fn user(&self) -> &UserName {
+        &self.user
+    }
+
+    /// The directory entry (for reply attributes and roles by group).
+    pub fn entry(&self) -> &UserEntry {
+        &self.entry
+    }
+
+    /// What let the user in besides the password.
+    pub fn factor(&self) -> Factor {
+        self.factor
+    }
+
     /// The id of a device remembered by this login.
-    pub remembered: Option<String>,
+    pub fn remembered(&self) -> Option<&str> {
+        self.remembered.as_deref()
+    }
 }
 
 /// A challenge round begun.
@@ -252,15 +162,6 @@ pub struct Accepted {
 pub struct Challenge {
     /// 128 random bits, hex; carries nothing secret.
     pub id: String,
-}
-
-/// What a challenge record holds between rounds.
-#[derive(Debug, Serialize, Deserialize)]
-struct ChallengeData {
-    user: UserName,
-    client: String,
-    by_client: bool,
-    created: Timestamp,
 }
 
 /// `a***@example.org`.
@@ -275,43 +176,17 @@ pub(crate) fn mask_address(address: &str) -> String {
 }
 
 impl Core {
-    /// Checks a password against the directory.
-    pub async fn verify_password(
+    /// Checks a code at login against what `record` (loaded just before) holds: an app
+    /// code (TOTP digits) or a mailed/helpdesk code (email digits). Every consuming step
+    /// is one atomic store operation that checks the lock in the same step and counts a
+    /// failure; a success clears the count.
+    pub(super) async fn check_login_code(
         &self,
         user: &UserName,
-        password: &[u8],
-    ) -> Result<PasswordCheck, CoreError> {
-        self.directory
-            .verify_password(user, password)
-            .await
-            .map_err(|e| CoreError::backend(Backend::Directory, e.to_string()))
-    }
-
-    /// What second factors the user has, and whether they are locked.
-    pub async fn factor_status(&self, user: &UserName) -> Result<FactorStatus, CoreError> {
-        let record = self
-            .store
-            .load(user, self.now())
-            .await
-            .map_err(store_error)?;
-        let account = record.account.unwrap_or_default();
-        Ok(FactorStatus {
-            user: user.clone(),
-            has_totp: account.totp.is_some(),
-            has_address: account.notification_address.is_some(),
-            locked_until: record.locked_until,
-        })
-    }
-
-    /// Checks a one-time code: an app code (TOTP digits) or a mailed/helpdesk code
-    /// (email digits). Counts failures and locks; a success resets the count. A TOTP
-    /// step is accepted at most once per user, atomically in the store.
-    pub async fn verify_code(&self, user: &UserName, code: &str) -> Result<CodeCheck, CoreError> {
+        code: &str,
+        record: &UserRecord,
+    ) -> Result<Result<Factor, Refusal>, CoreError> {
         let now = self.now();
-        let record = self.store.load(user, now).await.map_err(store_error)?;
-        if let Some(until) = record.locked_until {
-            return Ok(CodeCheck::Refused(Refusal::Locked(until)));
-        }
         let code = code.trim();
         let digits_only = !code.is_empty() && code.bytes().all(|b| b.is_ascii_digit());
         let mut reason = Refusal::WrongCode;
@@ -321,22 +196,10 @@ impl Core {
                 // Earliest first; a step already used is a replay only if no later
                 // step of the window has the same code.
                 for step in totp::matching_steps(&secret, code, now, &self.settings.totp) {
-                    match self
-                        .store
-                        .accept_totp_step(user, step, now)
-                        .await
-                        .map_err(store_error)?
-                    {
-                        StepOutcome::Accepted => {
-                            return Ok(CodeCheck::Verified(OtpVerified {
-                                user: user.clone(),
-                                method: OtpMethod::Totp,
-                            }));
-                        }
+                    match self.store.accept_totp_step(user, step, now).await? {
+                        StepOutcome::Accepted => return Ok(Ok(Factor::Totp)),
                         StepOutcome::Replay => reason = Refusal::Replay,
-                        StepOutcome::Locked(until) => {
-                            return Ok(CodeCheck::Refused(Refusal::Locked(until)));
-                        }
+                        StepOutcome::Locked(until) => return Ok(Err(Refusal::Locked(until))),
                     }
                 }
             }
@@ -346,19 +209,27 @@ impl Core {
             && code.len() == self.settings.email_digits as usize
         {
             let hash = self.keys.code_hash(user, CodeSlot::Login.as_str(), code);
-            if self
-                .store
-                .consume_code(user, CodeSlot::Login, &hash, now)
-                .await
-                .map_err(store_error)?
-                .is_some()
-            {
-                self.store.clear_failures(user).await.map_err(store_error)?;
-                return Ok(CodeCheck::Verified(OtpVerified {
-                    user: user.clone(),
-                    method: OtpMethod::OneTimeCode,
-                }));
-            }
+            // The comparison and the failure count in one step (the lock too).
+            return Ok(
+                match self
+                    .store
+                    .check_code(
+                        user,
+                        CodeSlot::Login,
+                        &hash,
+                        now,
+                        self.settings.max_failures,
+                        self.settings.lock_for,
+                    )
+                    .await?
+                {
+                    CodeOutcome::Consumed(_) => Ok(Factor::OneTimeCode),
+                    CodeOutcome::Locked(until) => Err(Refusal::Locked(until)),
+                    CodeOutcome::Wrong(f) => {
+                        Err(f.locked_until.map_or(Refusal::WrongCode, Refusal::Locked))
+                    }
+                },
+            );
         }
         let outcome = self
             .store
@@ -368,130 +239,102 @@ impl Core {
                 self.settings.max_failures,
                 self.settings.lock_for,
             )
-            .await
-            .map_err(store_error)?;
-        Ok(CodeCheck::Refused(match outcome.locked_until {
+            .await?;
+        Ok(Err(match outcome.locked_until {
             Some(until) => Refusal::Locked(until),
             None => reason,
         }))
     }
 
+    /// Whether `code` would be accepted now, without consuming anything or counting a
+    /// failure: a TOTP code of a step later than the last accepted one, or the
+    /// outstanding mailed code. Used to decide where an append-mode value splits
+    /// before the one bind.
+    pub(super) async fn is_unused_code(
+        &self,
+        user: &UserName,
+        code: &str,
+        record: &UserRecord,
+        mailed: Option<&StoredCode>,
+    ) -> Result<bool, CoreError> {
+        let now = self.now();
+        if code.len() == self.settings.totp.digits as usize {
+            if let Some(sealed) = record.account.as_ref().and_then(|a| a.totp.as_ref()) {
+                let secret = self.keys.open(user, sealed)?;
+                let last = record.last_totp_step;
+                if totp::matching_steps(&secret, code, now, &self.settings.totp)
+                    .into_iter()
+                    .any(|step| last.is_none_or(|l| step > l))
+                {
+                    return Ok(true);
+                }
+            }
+        }
+        if code.len() == self.settings.email_digits as usize {
+            if let Some(stored) = mailed {
+                let hash = self.keys.code_hash(user, CodeSlot::Login.as_str(), code);
+                return Ok(crate::secret::ct_eq(
+                    stored.hash.as_bytes(),
+                    hash.as_bytes(),
+                ));
+            }
+        }
+        Ok(false)
+    }
+
     /// Whether `device` is trusted for `user` now.
-    pub async fn check_trusted(
+    pub(super) async fn is_trusted_device(
         &self,
         user: &UserName,
         device: &DeviceId,
-    ) -> Result<Option<TrustedDeviceVerified>, CoreError> {
+    ) -> Result<bool, CoreError> {
         let hash = self
             .keys
-            .device_hash(user, &device.door, &device.identifier);
-        let trusted = self
-            .store
-            .is_trusted(user, &hash, self.now())
-            .await
-            .map_err(store_error)?;
-        Ok(trusted.then(|| TrustedDeviceVerified { user: user.clone() }))
+            .device_hash(user, device.door.as_str(), &device.identifier);
+        Ok(crate::store::is_trusted(&self.store, user, &hash, self.now()).await?)
     }
 
-    /// Turns both proofs into an accept: checks they are about the same user and that the
-    /// account is activated, remembers the device if asked (only after a code), audits.
-    pub async fn accept(
-        &self,
-        password: PasswordProof,
-        factor: FactorProof,
-        ctx: &RequestContext,
-        remember: Option<&DeviceId>,
-    ) -> Result<Accepted, CoreError> {
-        let user = password.user().clone();
-        if factor.user() != &user {
-            self.audit(
-                ctx,
-                user.as_str(),
-                factor.method(),
-                "error",
-                "proofs for different users",
-            )
-            .await;
-            return Err(CoreError::Internal(
-                "the password and second-factor proofs are for different users".into(),
-            ));
-        }
-        let entry = match &password {
-            PasswordProof::Verified(p) => p.entry().clone(),
-            PasswordProof::CheckedByClient(_) | PasswordProof::Resumed(_) => match self
-                .activated_entry(&user)
-                .await
-            {
-                Ok(entry) => entry,
-                Err(e) => {
-                    self.audit_outcome(ctx, &user, factor.method(), "", &Err::<(), _>(e.clone()))
-                        .await;
-                    return Err(e);
-                }
-            },
-        };
-        let method = factor.method();
-        let mut remembered = None;
-        if let (Some(device), FactorProof::Otp(_)) = (remember, &factor) {
-            remembered = Some(self.remember_device(&user, device).await?);
-        }
-        let reason = match &password {
-            PasswordProof::CheckedByClient(v) => {
-                format!("{} ({}) + {method}", password.method(), v.client)
-            }
-            _ => format!("{} + {method}", password.method()),
-        };
-        self.audit(ctx, user.as_str(), method, "accept", &reason)
-            .await;
-        Ok(Accepted {
-            user,
-            entry,
-            method,
-            remembered,
-        })
-    }
-
-    /// Audits a refused login; doors call this with the refusal they acted on.
-    pub async fn reject(&self, user: &str, ctx: &RequestContext, method: &str, refusal: &Refusal) {
-        self.audit(ctx, user, method, "reject", &refusal.to_string())
-            .await;
-    }
-
-    /// Remembers a device for the configured time. Returns its id.
+    /// Remembers a device for the configured time, if the account is still the version
+    /// the login saw (a reset in between leaves nothing behind). Returns its id.
     pub(crate) async fn remember_device(
         &self,
         user: &UserName,
         device: &DeviceId,
-    ) -> Result<String, CoreError> {
+        account_version: u64,
+    ) -> Result<Option<String>, CoreError> {
         let now = self.now();
         let id = random::hex_id::<6>(self.random.as_ref())?;
         let record = TrustedDevice {
             id: id.clone(),
             key_hash: self
                 .keys
-                .device_hash(user, &device.door, &device.identifier),
-            door: device.door.clone(),
+                .device_hash(user, device.door.as_str(), &device.identifier),
+            door: device.door,
             label: device.label.chars().take(120).collect(),
             created_at: now,
             expires_at: now.plus(std::time::Duration::from_secs(self.settings.remember_for)),
         };
-        self.store
-            .add_trusted(user, &record, now)
-            .await
-            .map_err(store_error)?;
-        Ok(id)
+        let added = self
+            .store
+            .add_trusted(user, &record, now, account_version)
+            .await?;
+        if !added {
+            tracing::info!(%user, "the account changed during the login; the device is not remembered");
+        }
+        Ok(added.then_some(id))
     }
 
     /// "Mail me a code": an email OTP to the notification address, or, with none, a
-    /// helpdesk request. A new code replaces the outstanding one; if the mail cannot be
-    /// sent, no usable code is left and the error says so.
+    /// helpdesk request. The code becomes usable only once the SMTP server accepted the
+    /// message (a new code then replaces the outstanding one); if the mail cannot be
+    /// sent, no new code is left and the error says so. Audited.
     pub async fn request_login_code(
         &self,
         user: &UserName,
         ctx: &RequestContext,
     ) -> Result<CodeDelivery, CoreError> {
         let outcome = self.request_login_code_inner(user, ctx).await;
-        self.audit_outcome(ctx, user, "email-otp-request", "", &outcome)
+        self.audit_outcome(ctx, user, Method::EmailOtpRequest, "", &outcome)
             .await;
         outcome
     }
@@ -503,22 +346,28 @@ impl Core {
     ) -> Result<CodeDelivery, CoreError> {
         self.activated_entry(user).await?;
         let now = self.now();
-        let record = self.store.load(user, now).await.map_err(store_error)?;
+        let record = self.store.load(user, now).await?;
         let Some(address) = record.account.and_then(|a| a.notification_address) else {
             self.store
                 .enqueue_helpdesk(&HelpdeskRequest {
                     user: user.clone(),
-                    kind: "login-code".into(),
+                    kind: HelpdeskKind::LoginCode,
                     via: format!("{} {}", ctx.door.as_str(), ctx.client),
                     requested_at: now,
                     expires_at: now
                         .plus(std::time::Duration::from_secs(self.settings.helpdesk_keep)),
                 })
-                .await
-                .map_err(store_error)?;
+                .await?;
             return Ok(CodeDelivery::QueuedForHelpdesk);
         };
         let code = random::decimal_code(self.random.as_ref(), self.settings.email_digits)?;
+        let mail = texts::login_code(
+            &address,
+            user.as_str(),
+            &code,
+            self.settings.email_valid_for / 3600,
+        );
+        self.mailer.send(&mail).await?;
         self.issue_code(
             user,
             CodeSlot::Login,
@@ -528,19 +377,6 @@ impl Core {
             "email",
         )
         .await?;
-        let mail = texts::login_code(
-            &address,
-            user.as_str(),
-            &code,
-            self.settings.email_valid_for / 3600,
-        );
-        if let Err(e) = self.mailer.send(&mail).await {
-            self.store
-                .delete_code(user, CodeSlot::Login)
-                .await
-                .map_err(store_error)?;
-            return Err(e);
-        }
         Ok(CodeDelivery::Mailed {
             masked_address: mask_address(&address),
         })
@@ -564,72 +400,16 @@ impl Core {
             payload,
             issued_by: issued_by.to_string(),
         };
-        self.store
-            .put_code(user, slot, &stored, now)
-            .await
-            .map_err(store_error)?;
+        self.store.put_code(user, slot, &stored, now).await?;
         Ok(expires_at)
     }
+}
 
-    /// Begins a challenge round after the password side is proven: a random State,
-    /// kept in the store for 120 s, bound to the user and the client.
-    pub async fn begin_challenge(
-        &self,
-        password: &PasswordProof,
-        client: &str,
-    ) -> Result<Challenge, CoreError> {
-        let now = self.now();
-        let id = random::hex_id::<16>(self.random.as_ref())?;
-        let data = ChallengeData {
-            user: password.user().clone(),
-            client: client.to_string(),
-            by_client: matches!(password, PasswordProof::CheckedByClient(_))
-                || matches!(password, PasswordProof::Resumed(r) if r.by_client),
-            created: now,
-        };
-        let bytes = serde_json::to_vec(&data).map_err(|e| CoreError::Internal(e.to_string()))?;
-        self.store
-            .put_challenge(&data.user, &id, &bytes, CHALLENGE_TTL, now)
-            .await
-            .map_err(store_error)?;
-        Ok(Challenge { id })
-    }
-
-    /// Resumes a challenge: counts the answer (at most three), and checks that it is
-    /// the same user through the same client. Any instance sharing the store can do this.
-    pub async fn resume_challenge(
-        &self,
-        user: &UserName,
-        id: &str,
-        client: &str,
-    ) -> Result<Option<PasswordProof>, CoreError> {
-        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Ok(None);
-        }
-        let answer = self
-            .store
-            .answer_challenge(user, id, CHALLENGE_MAX_ANSWERS, self.now())
-            .await
-            .map_err(store_error)?;
-        let Some(answer) = answer else {
-            return Ok(None);
-        };
-        let data: ChallengeData = serde_json::from_slice(&answer.data)
-            .map_err(|e| CoreError::Corrupt(format!("challenge record: {e}")))?;
-        if &data.user != user || data.client != client {
-            return Ok(None);
-        }
-        Ok(Some(PasswordProof::Resumed(ResumedPassword {
-            user: data.user,
-            by_client: data.by_client,
-        })))
-    }
-
-    /// Ends a challenge (answered, or abandoned).
-    pub async fn end_challenge(&self, user: &UserName, id: &str) -> Result<(), CoreError> {
-        self.store
-            .delete_challenge(user, id)
-            .await
-            .map_err(store_error)
-    }
+/// What a challenge record holds between rounds.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct ChallengeData {
+    pub(super) user: UserName,
+    pub(super) client: String,
+    pub(super) by_client: bool,
+    pub(super) created: Timestamp,
 }

@@ -3,8 +3,11 @@
 //!
 //! # Layout
 //!
-//! - `login`: the login path (password, second factor, trusted devices, the accept)
-//!   with its proof tokens.
+//! - `flow`: **the login flow** — the one place where the order of a login lives
+//!   (password → lock → trusted device → policy for a user with no factor → code →
+//!   accept), driven by every door.
+//! - `login`: the steps the flow is made of, with their proof tokens (the code check,
+//!   trusted devices, mailed codes, RADIUS challenge records).
 //! - `account`: enrollment, confirmation, reset, notification address, trusted-device
 //!   management, status.
 //! - `helpdesk`: the queue and operator-issued codes; the audit reader.
@@ -13,7 +16,7 @@ use std::sync::Arc;
 
 use otpgate_config::{Config, NotificationConfig};
 
-use crate::audit::{AuditLog, AuditRecord, RequestContext};
+use crate::audit::{AuditLog, AuditRecord, Method, Outcome, RequestContext};
 use crate::clock::{Clock, Timestamp};
 use crate::directory::{Directory, UserEntry};
 use crate::error::{Backend, CoreError, Refusal};
@@ -25,20 +28,27 @@ use crate::store::{Store, StoreError};
 use crate::user::UserName;
 
 mod account;
+mod flow;
 mod helpdesk;
 mod login;
 
 pub use account::{Enrollment, UserStatus};
+pub use flow::{
+    Answer, ContinueRequest, Credential, DoorPolicy, LoginRequest, LoginStep, NoFactor,
+    PendingLogin, texts,
+};
 pub use helpdesk::IssuedOtp;
 pub use login::{
-    Accepted, CHALLENGE_MAX_ANSWERS, CHALLENGE_TTL, Challenge, ClientVouched, CodeCheck,
-    CodeDelivery, DeviceId, FactorProof, FactorStatus, NotEnrolled, OtpMethod, OtpVerified,
-    PasswordProof, ResumedPassword, TrustedDeviceVerified,
+    Accepted, CHALLENGE_MAX_ANSWERS, CHALLENGE_TTL, Challenge, CodeDelivery, DeviceId, Factor,
+    OtpVerified,
 };
 
-/// Settings the core applies, taken from the configuration once.
+/// What the core needs of the configuration: the rules of the second factor, and where
+/// mailed links point. Made from the core's own sections ([`CoreConfig::from_config`]);
+/// it reads no door's settings. The reset-link base is handed in by whoever runs the
+/// portal ([`CoreConfig::reset_links_at`]); without one, no reset link is mailed.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct CoreConfig {
     pub issuer: String,
     pub totp: TotpParams,
     pub email_digits: u32,
@@ -47,14 +57,16 @@ pub struct Settings {
     pub lock_for: u64,
     pub remember_for: u64,
     pub notification: NotificationConfig,
-    /// Base URL for links in mail (the portal's `public_url`), if any.
-    pub public_url: Option<String>,
+    /// Base URL of the page that takes mailed reset links (the portal's `public_url`);
+    /// `None`: reset links are refused, never mailed with a made-up host.
+    pub reset_link_base: Option<String>,
     /// How long a helpdesk request waits in the queue.
     pub helpdesk_keep: u64,
 }
 
-impl Settings {
-    /// From a validated configuration.
+impl CoreConfig {
+    /// From a validated configuration's core sections (`[totp]`, `[email_otp]`,
+    /// `[lockout]`, `[trust]`, `[notification]`); no reset-link base.
     pub fn from_config(c: &Config) -> Self {
         Self {
             issuer: c.totp.issuer.clone(),
@@ -65,15 +77,22 @@ impl Settings {
             lock_for: c.lockout.lock_for.as_secs(),
             remember_for: c.trust.remember_for.as_secs(),
             notification: c.notification.clone(),
-            public_url: c.portal.as_ref().map(|p| p.public_url.clone()),
+            reset_link_base: None,
             helpdesk_keep: 7 * 86_400,
         }
+    }
+
+    /// Mailed reset links point at `base` (the portal's public URL).
+    #[must_use]
+    pub fn reset_links_at(mut self, base: Option<String>) -> Self {
+        self.reset_link_base = base;
+        self
     }
 }
 
 /// The core.
 pub struct Core {
-    settings: Settings,
+    settings: CoreConfig,
     directory: Directory,
     store: Store,
     keys: Keys,
@@ -85,7 +104,7 @@ pub struct Core {
 
 /// Everything [`Core::from_parts`] needs.
 pub struct Parts {
-    pub settings: Settings,
+    pub settings: CoreConfig,
     pub directory: Directory,
     pub store: Store,
     pub keys: Keys,
@@ -96,9 +115,10 @@ pub struct Parts {
 }
 
 impl Core {
-    /// Opens the configured directory, store and mailer.
+    /// Opens the configured directory, store and mailer, to apply `settings`.
     pub async fn open(
         config: &Config,
+        settings: CoreConfig,
         clock: Arc<dyn Clock>,
         random: Arc<dyn Random>,
     ) -> Result<Core, CoreError> {
@@ -108,9 +128,9 @@ impl Core {
         let directory = Directory::open(core.directory)
             .await
             .map_err(|e| CoreError::backend(Backend::Directory, e.to_string()))?;
-        let store = Store::open(core.store).await.map_err(store_error)?;
+        let store = Store::open(core.store).await?;
         Ok(Core::from_parts(Parts {
-            settings: Settings::from_config(config),
+            settings,
             directory,
             store,
             keys: Keys::derive(core.master_key.expose())?,
@@ -136,7 +156,7 @@ impl Core {
     }
 
     /// The settings in force.
-    pub fn settings(&self) -> &Settings {
+    pub fn settings(&self) -> &CoreConfig {
         &self.settings
     }
 
@@ -149,7 +169,7 @@ impl Core {
     /// Status-Server while this fails.
     pub async fn health(&self) -> Result<(), CoreError> {
         use crate::store::StoreBackend;
-        self.store.ping().await.map_err(store_error)?;
+        self.store.ping().await?;
         self.directory
             .ping()
             .await
@@ -178,8 +198,8 @@ impl Core {
         &self,
         ctx: &RequestContext,
         user: &str,
-        method: &str,
-        result: &str,
+        method: Method,
+        result: Outcome,
         reason: &str,
     ) {
         let now = self.clock.now();
@@ -189,8 +209,8 @@ impl Core {
             user: user.to_string(),
             door: ctx.door,
             client: ctx.client.clone(),
-            method: method.to_string(),
-            result: result.to_string(),
+            method,
+            result,
             reason: reason.to_string(),
         };
         self.audit.record(&self.store, record).await;
@@ -201,25 +221,43 @@ impl Core {
         &self,
         ctx: &RequestContext,
         user: &UserName,
-        method: &str,
+        method: Method,
         what: &str,
         outcome: &Result<T, CoreError>,
     ) {
         match outcome {
-            Ok(_) => self.audit(ctx, user.as_str(), method, "ok", what).await,
+            Ok(_) => {
+                self.audit(ctx, user.as_str(), method, Outcome::Ok, what)
+                    .await
+            }
             Err(CoreError::Refused(r)) => {
-                self.audit(ctx, user.as_str(), method, "refused", &r.to_string())
+                self.audit(ctx, user.as_str(), method, Outcome::Refused, &r.to_string())
                     .await
             }
             Err(e) => {
-                self.audit(ctx, user.as_str(), method, "error", &e.to_string())
+                self.audit(ctx, user.as_str(), method, Outcome::Error, &e.to_string())
                     .await
             }
         }
     }
+
+    /// Audits a refusal a door decided before the flow could run (a malformed user
+    /// name, an unsupported method, no password at all).
+    pub async fn reject(
+        &self,
+        user: &str,
+        ctx: &RequestContext,
+        method: Method,
+        refusal: &Refusal,
+    ) {
+        self.audit(ctx, user, method, Outcome::Reject, &refusal.to_string())
+            .await;
+    }
 }
 
 /// A store failure is a backend failure: fail closed.
-pub(crate) fn store_error(e: StoreError) -> CoreError {
-    CoreError::backend(Backend::Store, e.to_string())
+impl From<StoreError> for CoreError {
+    fn from(e: StoreError) -> Self {
+        CoreError::backend(Backend::Store, e.to_string())
+    }
 }

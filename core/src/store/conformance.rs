@@ -21,9 +21,10 @@ use std::time::Duration;
 use futures::future::join_all;
 
 use super::{
-    Account, CodeSlot, HelpdeskRequest, SealedSecret, StepOutcome, StoreBackend, StoreError,
-    StoredCode, TrustedDevice,
+    Account, CodeOutcome, CodeSlot, FailureOutcome, HelpdeskKind, HelpdeskRequest, SealedSecret,
+    StepOutcome, StoreBackend, StoreError, StoredCode, TrustedDevice, is_trusted,
 };
+use crate::audit::Door;
 use crate::clock::Timestamp;
 use crate::user::UserName;
 
@@ -66,7 +67,7 @@ fn device(id: &str, key_hash: &str, created: u64, expires: u64) -> TrustedDevice
     TrustedDevice {
         id: id.to_string(),
         key_hash: key_hash.to_string(),
-        door: "portal".to_string(),
+        door: Door::Portal,
         label: format!("browser {id}"),
         created_at: at(created),
         expires_at: at(expires),
@@ -83,6 +84,8 @@ pub async fn run_all<S: StoreBackend>(store: &S, tag: &str) {
     codes(store, tag).await;
     challenges(store, tag).await;
     trusted_devices(store, tag).await;
+    checked_codes(store, tag).await;
+    forgotten_steps(store, tag).await;
     helpdesk(store, tag).await;
     audit(store, tag).await;
 }
@@ -93,6 +96,7 @@ pub async fn run_races<A: StoreBackend, B: StoreBackend>(a: &A, b: &B, tag: &str
     race_consume_code(a, b, &user(tag, "race-code")).await;
     race_save_account(a, b, &user(tag, "race-cas")).await;
     race_record_failure(a, b, &user(tag, "race-fail")).await;
+    race_check_code(a, b, &user(tag, "race-check")).await;
 }
 
 /// `save_account` compares versions; a conflict changes nothing.
@@ -255,8 +259,8 @@ pub async fn failures_and_lock<S: StoreBackend>(store: &S, tag: &str) {
     let four = store.record_failure(&u, at(10), 3, 900).await.unwrap();
     assert_eq!(
         (four.failures, four.locked_until),
-        (4, Some(at(900))),
-        "a failure while locked reports the lock and does not extend it"
+        (3, Some(at(900))),
+        "a failure while locked is not counted; the lock is reported, not extended"
     );
 
     assert_eq!(
@@ -289,6 +293,10 @@ pub async fn failures_and_lock<S: StoreBackend>(store: &S, tag: &str) {
     }
     let again = store.record_failure(&v, at(60), 2, 60).await.unwrap();
     assert_eq!((again.failures, again.locked_until), (3, Some(at(120))));
+    let _ = FailureOutcome {
+        failures: 0,
+        locked_until: None,
+    };
 
     // clear_failures unlocks.
     let w = user(tag, "unlock");
@@ -552,22 +560,21 @@ pub async fn trusted_devices<S: StoreBackend>(store: &S, tag: &str) {
     let week = 7 * 24 * 3600;
     let d1 = device("d1", "key-1", 0, week);
     let d2 = device("d2", "key-2", 10, 20);
-    store.add_trusted(&u, &d2, at(10)).await.unwrap();
-    store.add_trusted(&u, &d1, at(10)).await.unwrap();
+    assert!(store.add_trusted(&u, &d2, at(10), 0).await.unwrap());
+    assert!(store.add_trusted(&u, &d1, at(10), 0).await.unwrap());
     assert_eq!(
         store.list_trusted(&u, at(15)).await.unwrap(),
         vec![d1.clone(), d2.clone()],
         "devices are listed oldest first"
     );
-    assert!(store.is_trusted(&u, "key-1", at(15)).await.unwrap());
-    assert!(store.is_trusted(&u, "key-2", at(15)).await.unwrap());
+    assert!(is_trusted(store, &u, "key-1", at(15)).await.unwrap());
+    assert!(is_trusted(store, &u, "key-2", at(15)).await.unwrap());
     assert!(
-        !store.is_trusted(&u, "key-3", at(15)).await.unwrap(),
+        !is_trusted(store, &u, "key-3", at(15)).await.unwrap(),
         "an unknown device is not trusted"
     );
     assert!(
-        !store
-            .is_trusted(&user(tag, "trusted-other"), "key-1", at(15))
+        !is_trusted(store, &user(tag, "trusted-other"), "key-1", at(15))
             .await
             .unwrap(),
         "another user's device is not trusted"
@@ -578,7 +585,7 @@ pub async fn trusted_devices<S: StoreBackend>(store: &S, tag: &str) {
         "an expired device is not listed"
     );
     assert!(
-        !store.is_trusted(&u, "key-2", at(20)).await.unwrap(),
+        !is_trusted(store, &u, "key-2", at(20)).await.unwrap(),
         "an expired device is not trusted"
     );
 
@@ -587,7 +594,7 @@ pub async fn trusted_devices<S: StoreBackend>(store: &S, tag: &str) {
         label: "renamed".to_string(),
         ..d1.clone()
     };
-    store.add_trusted(&u, &d1b, at(30)).await.unwrap();
+    assert!(store.add_trusted(&u, &d1b, at(30), 0).await.unwrap());
     assert_eq!(store.list_trusted(&u, at(30)).await.unwrap(), vec![d1b]);
 
     assert_eq!(store.revoke_trusted(&u, Some("nope")).await.unwrap(), 0);
@@ -596,14 +603,14 @@ pub async fn trusted_devices<S: StoreBackend>(store: &S, tag: &str) {
         1,
         "revoking one device by id"
     );
-    assert!(!store.is_trusted(&u, "key-1", at(30)).await.unwrap());
+    assert!(!is_trusted(store, &u, "key-1", at(30)).await.unwrap());
 
     store
-        .add_trusted(&u, &device("d3", "key-3", 30, week), at(30))
+        .add_trusted(&u, &device("d3", "key-3", 30, week), at(30), 0)
         .await
         .unwrap();
     store
-        .add_trusted(&u, &device("d4", "key-4", 31, week), at(31))
+        .add_trusted(&u, &device("d4", "key-4", 31, week), at(31), 0)
         .await
         .unwrap();
     assert_eq!(store.list_trusted(&u, at(32)).await.unwrap().len(), 2);
@@ -613,7 +620,167 @@ pub async fn trusted_devices<S: StoreBackend>(store: &S, tag: &str) {
         "revoking all counts them"
     );
     assert!(store.list_trusted(&u, at(32)).await.unwrap().is_empty());
-    assert!(!store.is_trusted(&u, "key-3", at(32)).await.unwrap());
+    assert!(!is_trusted(store, &u, "key-3", at(32)).await.unwrap());
+    assert_eq!(store.revoke_trusted(&u, None).await.unwrap(), 0);
+
+    // A device is remembered only while the account is the one the login saw.
+    let v = user(tag, "trusted-cas");
+    assert!(store.save_account(&v, 0, &account(1)).await.unwrap());
+    assert!(
+        !store
+            .add_trusted(&v, &device("d5", "key-5", 40, week), at(40), 0)
+            .await
+            .unwrap(),
+        "a device is not remembered against an older account version"
+    );
+    assert!(list_is_empty(store, &v, at(40)).await);
+    assert!(
+        store
+            .add_trusted(&v, &device("d5", "key-5", 40, week), at(40), 1)
+            .await
+            .unwrap()
+    );
+    assert!(is_trusted(store, &v, "key-5", at(41)).await.unwrap());
+}
+
+async fn list_is_empty<S: StoreBackend>(store: &S, u: &UserName, now: Timestamp) -> bool {
+    store.list_trusted(u, now).await.unwrap().is_empty()
+}
+
+/// The login's code check: the lock, the comparison and the failure count in one step.
+pub async fn checked_codes<S: StoreBackend>(store: &S, tag: &str) {
+    let u = user(tag, "check");
+    store
+        .put_code(&u, CodeSlot::Login, &code("right", at(600)), T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .check_code(&u, CodeSlot::Login, "wrong", T0, 3, 900)
+            .await
+            .unwrap(),
+        CodeOutcome::Wrong(FailureOutcome {
+            failures: 1,
+            locked_until: None
+        }),
+        "a wrong code counts a failure"
+    );
+    match store
+        .check_code(&u, CodeSlot::Login, "right", T0, 3, 900)
+        .await
+        .unwrap()
+    {
+        CodeOutcome::Consumed(c) => assert_eq!(c.hash, "right"),
+        other => panic!("the right code is consumed: {other:?}"),
+    }
+    let r = store.load(&u, T0).await.unwrap();
+    assert_eq!(r.failures, 0, "a success clears the failure count");
+    assert!(matches!(
+        store
+            .check_code(&u, CodeSlot::Login, "right", T0, 3, 900)
+            .await
+            .unwrap(),
+        CodeOutcome::Wrong(_)
+    ));
+
+    // Locked: nothing is compared, the right code stays, nothing is counted.
+    let v = user(tag, "check-locked");
+    store
+        .put_code(
+            &v,
+            CodeSlot::AddressConfirmation,
+            &code("right", at(3600)),
+            T0,
+        )
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        store.record_failure(&v, T0, 3, 900).await.unwrap();
+    }
+    assert_eq!(
+        store
+            .check_code(&v, CodeSlot::AddressConfirmation, "right", at(1), 3, 900)
+            .await
+            .unwrap(),
+        CodeOutcome::Locked(at(900)),
+        "the right code is refused while locked"
+    );
+    let r = store.load(&v, at(1)).await.unwrap();
+    assert_eq!((r.failures, r.locked_until), (3, Some(at(900))));
+    assert!(
+        store
+            .peek_code(&v, CodeSlot::AddressConfirmation, at(1))
+            .await
+            .unwrap()
+            .is_some(),
+        "a locked check leaves the code in place"
+    );
+    assert!(matches!(
+        store
+            .check_code(&v, CodeSlot::AddressConfirmation, "right", at(901), 3, 900)
+            .await
+            .unwrap(),
+        CodeOutcome::Consumed(_)
+    ));
+
+    // An expired code is never consumed; the attempt counts as a failure.
+    let w = user(tag, "check-expired");
+    store
+        .put_code(&w, CodeSlot::Login, &code("right", at(10)), T0)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .check_code(&w, CodeSlot::Login, "right", at(10), 3, 900)
+            .await
+            .unwrap(),
+        CodeOutcome::Wrong(FailureOutcome { failures: 1, .. })
+    ));
+}
+
+/// After a reset the last step is forgotten: the next app's first code may use it.
+pub async fn forgotten_steps<S: StoreBackend>(store: &S, tag: &str) {
+    let u = user(tag, "forget-step");
+    assert_eq!(
+        store.accept_totp_step(&u, 100, T0).await.unwrap(),
+        StepOutcome::Accepted
+    );
+    store.forget_totp_step(&u).await.unwrap();
+    assert_eq!(store.load(&u, T0).await.unwrap().last_totp_step, None);
+    assert_eq!(
+        store.accept_totp_step(&u, 100, T0).await.unwrap(),
+        StepOutcome::Accepted
+    );
+}
+
+/// Writes an undecodable trusted-device record for a user, the way each backend
+/// stores them (test hook; see [`corrupt_trusted_records`]).
+#[allow(async_fn_in_trait)]
+pub trait CorruptTrusted {
+    /// Adds a record that cannot be decoded beside the user's devices.
+    async fn corrupt_trusted(&self, user: &UserName);
+}
+
+/// Both backends treat an undecodable trusted-device record alike: skipped, never an
+/// error and never trusted; the other devices stay trusted; revoking all removes it.
+pub async fn corrupt_trusted_records<S: StoreBackend + CorruptTrusted>(store: &S, tag: &str) {
+    let u = user(tag, "trusted-corrupt");
+    let good = device("good", "key-good", 0, 7 * 86_400);
+    assert!(store.add_trusted(&u, &good, T0, 0).await.unwrap());
+    store.corrupt_trusted(&u).await;
+    assert_eq!(
+        store.list_trusted(&u, at(1)).await.unwrap(),
+        vec![good.clone()],
+        "the undecodable record is skipped"
+    );
+    assert!(is_trusted(store, &u, "key-good", at(1)).await.unwrap());
+    let second = device("second", "key-second", 2, 7 * 86_400);
+    assert!(store.add_trusted(&u, &second, at(2), 0).await.unwrap());
+    assert_eq!(store.list_trusted(&u, at(3)).await.unwrap().len(), 2);
+    store.revoke_trusted(&u, None).await.unwrap();
+    assert!(store.list_trusted(&u, at(3)).await.unwrap().is_empty());
+    store.corrupt_trusted(&u).await;
+    assert!(store.list_trusted(&u, at(3)).await.unwrap().is_empty());
     assert_eq!(store.revoke_trusted(&u, None).await.unwrap(), 0);
 }
 
@@ -628,26 +795,27 @@ fn ours(tag: &str, list: Vec<HelpdeskRequest>) -> Vec<HelpdeskRequest> {
 pub async fn helpdesk<S: StoreBackend>(store: &S, tag: &str) {
     let a = user(tag, "hd-a");
     let b = user(tag, "hd-b");
-    let request = |u: &UserName, kind: &str, requested: u64, expires: u64| HelpdeskRequest {
-        user: u.clone(),
-        kind: kind.to_string(),
-        via: "radius vpn".to_string(),
-        requested_at: at(requested),
-        expires_at: at(expires),
-    };
+    let request =
+        |u: &UserName, kind: HelpdeskKind, requested: u64, expires: u64| HelpdeskRequest {
+            user: u.clone(),
+            kind,
+            via: "radius vpn".to_string(),
+            requested_at: at(requested),
+            expires_at: at(expires),
+        };
     store
-        .enqueue_helpdesk(&request(&a, "login-code", 0, 100))
+        .enqueue_helpdesk(&request(&a, HelpdeskKind::LoginCode, 0, 100))
         .await
         .unwrap();
     store
-        .enqueue_helpdesk(&request(&b, "login-code", 5, 50))
+        .enqueue_helpdesk(&request(&b, HelpdeskKind::LoginCode, 5, 50))
         .await
         .unwrap();
-    let a2 = request(&a, "reset", 10, 200);
+    let a2 = request(&a, HelpdeskKind::Reset, 10, 200);
     store.enqueue_helpdesk(&a2).await.unwrap();
     assert_eq!(
         ours(tag, store.list_helpdesk(at(20)).await.unwrap()),
-        vec![request(&b, "login-code", 5, 50), a2.clone()],
+        vec![request(&b, HelpdeskKind::LoginCode, 5, 50), a2.clone()],
         "one request per user (the latest), oldest first"
     );
     assert_eq!(
@@ -775,7 +943,8 @@ pub async fn race_save_account<A: StoreBackend, B: StoreBackend>(a: &A, b: &B, u
     assert_eq!(stored.version, 1);
 }
 
-/// 16 concurrent failures are all counted, and lock exactly at the maximum.
+/// 16 concurrent failures are counted up to the maximum, which locks; the rest meet the
+/// lock and are not counted.
 pub async fn race_record_failure<A: StoreBackend, B: StoreBackend>(a: &A, b: &B, user: &UserName) {
     let results = join_all((0..16).map(|i| async move {
         if i % 2 == 0 {
@@ -798,8 +967,44 @@ pub async fn race_record_failure<A: StoreBackend, B: StoreBackend>(a: &A, b: &B,
         })
         .collect();
     counts.sort_unstable();
-    assert_eq!(counts, (1..=16).collect::<Vec<u32>>(), "no failure is lost");
-    assert_eq!(a.load(user, T0).await.unwrap().failures, 16);
+    let mut expected: Vec<u32> = (1..=10).collect();
+    expected.extend([10; 6]);
+    assert_eq!(
+        counts, expected,
+        "no failure is lost, and none is counted once the lock is set"
+    );
+    assert_eq!(a.load(user, T0).await.unwrap().failures, 10);
+}
+
+/// 64 concurrent wrong guesses of a mailed code, half through each handle: at most
+/// `max_failures` are compared; the rest meet the lock, and the right code is refused.
+pub async fn race_check_code<A: StoreBackend, B: StoreBackend>(a: &A, b: &B, user: &UserName) {
+    a.put_code(user, CodeSlot::Login, &code("right", at(600)), T0)
+        .await
+        .unwrap();
+    let results = join_all((0..64).map(|i| async move {
+        if i % 2 == 0 {
+            a.check_code(user, CodeSlot::Login, &format!("wrong-{i}"), T0, 5, 900)
+                .await
+        } else {
+            b.check_code(user, CodeSlot::Login, &format!("wrong-{i}"), T0, 5, 900)
+                .await
+        }
+    }))
+    .await;
+    let outcomes: Vec<CodeOutcome> = results.into_iter().map(Result::unwrap).collect();
+    let compared = outcomes
+        .iter()
+        .filter(|o| matches!(o, CodeOutcome::Wrong(_)))
+        .count();
+    assert_eq!(compared, 5, "exactly max_failures guesses are compared");
+    assert_eq!(a.load(user, T0).await.unwrap().failures, 5);
+    assert!(matches!(
+        b.check_code(user, CodeSlot::Login, "right", T0, 5, 900)
+            .await
+            .unwrap(),
+        CodeOutcome::Locked(_)
+    ));
 }
 
 /// With the store down, every operation ends within `bound` in
@@ -834,13 +1039,17 @@ pub async fn all_unavailable<S: StoreBackend>(store: &S, tag: &str, bound: Durat
     down!("answer_challenge", store.answer_challenge(&u, "c", 3, T0));
     down!("delete_challenge", store.delete_challenge(&u, "c"));
     let d = device("d", "k", 0, 60);
-    down!("add_trusted", store.add_trusted(&u, &d, T0));
+    down!("add_trusted", store.add_trusted(&u, &d, T0, 0));
     down!("list_trusted", store.list_trusted(&u, T0));
-    down!("is_trusted", store.is_trusted(&u, "k", T0));
+    down!(
+        "check_code",
+        store.check_code(&u, CodeSlot::Login, "h", T0, 3, 60)
+    );
+    down!("forget_totp_step", store.forget_totp_step(&u));
     down!("revoke_trusted", store.revoke_trusted(&u, None));
     let r = HelpdeskRequest {
         user: u.clone(),
-        kind: "login-code".to_string(),
+        kind: HelpdeskKind::LoginCode,
         via: "portal".to_string(),
         requested_at: T0,
         expires_at: at(60),

@@ -30,8 +30,8 @@ use subtle::ConstantTimeEq;
 use super::keys;
 use super::records::{FAILURES_TTL, from_json, is_live, to_json};
 use super::{
-    Account, ChallengeAnswer, CodeSlot, FailureOutcome, HelpdeskRequest, StepOutcome, StoreBackend,
-    StoreError, StoredCode, TrustedDevice, UserRecord,
+    Account, ChallengeAnswer, CodeOutcome, CodeSlot, FailureOutcome, HelpdeskRequest, StepOutcome,
+    StoreBackend, StoreError, StoredCode, TrustedDevice, UserRecord,
 };
 use crate::clock::Timestamp;
 use crate::user::UserName;
@@ -278,6 +278,86 @@ where
     Ok(out)
 }
 
+/// The lock in force at `now`, if any.
+fn live_lock(
+    kv: &Table<'_, &'static str, &'static [u8]>,
+    lock_key: &str,
+    now: Timestamp,
+) -> Result<Option<Timestamp>, StoreError> {
+    let lock: Option<LockRecord> = get_json(kv, lock_key, "lock")?;
+    Ok(lock.filter(|l| is_live(l.until, now)).map(|l| l.until))
+}
+
+/// Counts a failure inside a write transaction, as `record_failure` and `check_code`
+/// both do: nothing while a lock is in force; the failure that reaches the maximum locks.
+fn count_failure(
+    inner: &Inner,
+    kv: &mut Table<'_, &'static str, &'static [u8]>,
+    user: &UserName,
+    now: Timestamp,
+    max_failures: u32,
+    lock_for: u64,
+) -> Result<Done<FailureOutcome>, StoreError> {
+    let failures_key = inner.key(user, keys::FAILURES);
+    let lock_key = inner.key(user, keys::LOCK);
+    let old: Option<FailureRecord> = get_json(kv, &failures_key, "failures")?;
+    let current = old.map_or(0, |f| f.current(now));
+    if let Some(until) = live_lock(kv, &lock_key, now)? {
+        return Ok(Done::Abort(FailureOutcome {
+            failures: current,
+            locked_until: Some(until),
+        }));
+    }
+    let count = current.saturating_add(1);
+    put_json(
+        kv,
+        &failures_key,
+        "failures",
+        &FailureRecord {
+            count,
+            last_at: now,
+        },
+    )?;
+    let locked_until = if count >= max_failures {
+        let until = Timestamp(now.0.saturating_add(lock_for.max(1)));
+        put_json(kv, &lock_key, "lock", &LockRecord { until })?;
+        Some(until)
+    } else {
+        None
+    };
+    Ok(Done::Commit(FailureOutcome {
+        failures: count,
+        locked_until,
+    }))
+}
+
+/// Trusted devices as stored: a JSON array, each element decoded on its own so that
+/// one undecodable record is skipped (and logged), as the Redis store skips one field.
+fn read_devices(
+    kv: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+    user: &UserName,
+) -> Result<Vec<TrustedDevice>, StoreError> {
+    let Some(raw) = kv.get(key).map_err(|e| db_err("read trusted devices", e))? else {
+        return Ok(Vec::new());
+    };
+    let values: Vec<serde_json::Value> = match serde_json::from_slice(raw.value()) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(%user, error = %e, "skipping undecodable trusted device records");
+            return Ok(Vec::new());
+        }
+    };
+    let mut devices = Vec::with_capacity(values.len());
+    for v in values {
+        match serde_json::from_value::<TrustedDevice>(v) {
+            Ok(d) => devices.push(d),
+            Err(e) => tracing::warn!(%user, error = %e, "skipping a trusted device record"),
+        }
+    }
+    Ok(devices)
+}
+
 fn live_devices(devices: Vec<TrustedDevice>, now: Timestamp) -> Vec<TrustedDevice> {
     let mut live: Vec<_> = devices
         .into_iter()
@@ -375,33 +455,7 @@ impl StoreBackend for EmbeddedStore {
         let user = user.clone();
         self.write("record failure", move |inner, tx| {
             let mut kv = inner.kv(tx)?;
-            let failures_key = inner.key(&user, keys::FAILURES);
-            let lock_key = inner.key(&user, keys::LOCK);
-            let old: Option<FailureRecord> = get_json(&kv, &failures_key, "failures")?;
-            let count = old.map_or(0, |f| f.current(now)).saturating_add(1);
-            put_json(
-                &mut kv,
-                &failures_key,
-                "failures",
-                &FailureRecord {
-                    count,
-                    last_at: now,
-                },
-            )?;
-            let lock: Option<LockRecord> = get_json(&kv, &lock_key, "lock")?;
-            let locked_until = match lock.filter(|l| is_live(l.until, now)) {
-                Some(l) => Some(l.until),
-                None if count >= max_failures => {
-                    let until = Timestamp(now.0.saturating_add(lock_for.max(1)));
-                    put_json(&mut kv, &lock_key, "lock", &LockRecord { until })?;
-                    Some(until)
-                }
-                None => None,
-            };
-            Ok(Done::Commit(FailureOutcome {
-                failures: count,
-                locked_until,
-            }))
+            count_failure(inner, &mut kv, &user, now, max_failures, lock_for)
         })
         .await
     }
@@ -463,6 +517,56 @@ impl StoreBackend for EmbeddedStore {
             } else {
                 Ok(Done::Abort(None))
             }
+        })
+        .await
+    }
+
+    async fn check_code(
+        &self,
+        user: &UserName,
+        slot: CodeSlot,
+        hash: &str,
+        now: Timestamp,
+        max_failures: u32,
+        lock_for: u64,
+    ) -> Result<CodeOutcome, StoreError> {
+        let user = user.clone();
+        let key = keys::code_key(&self.inner.prefix, &user, slot);
+        let hash = hash.to_string();
+        self.write("check code", move |inner, tx| {
+            let mut kv = inner.kv(tx)?;
+            let lock_key = inner.key(&user, keys::LOCK);
+            if let Some(until) = live_lock(&kv, &lock_key, now)? {
+                return Ok(Done::Abort(CodeOutcome::Locked(until)));
+            }
+            if let Some(code) = get_json::<StoredCode, _>(&kv, &key, "code")? {
+                if !is_live(code.expires_at, now) {
+                    remove(&mut kv, &key, "code")?;
+                } else if bool::from(code.hash.as_bytes().ct_eq(hash.as_bytes())) {
+                    remove(&mut kv, &key, "code")?;
+                    remove(&mut kv, &inner.key(&user, keys::FAILURES), "failures")?;
+                    remove(&mut kv, &lock_key, "lock")?;
+                    return Ok(Done::Commit(CodeOutcome::Consumed(code)));
+                }
+            }
+            let counted = count_failure(inner, &mut kv, &user, now, max_failures, lock_for)?;
+            // The expired code above is removed whether or not a failure was counted.
+            Ok(Done::Commit(match counted {
+                Done::Commit(f) | Done::Abort(f) => CodeOutcome::Wrong(f),
+            }))
+        })
+        .await
+    }
+
+    async fn forget_totp_step(&self, user: &UserName) -> Result<(), StoreError> {
+        let user = user.clone();
+        self.write("forget TOTP step", move |inner, tx| {
+            remove(
+                &mut inner.kv(tx)?,
+                &inner.key(&user, keys::TOTP_STEP),
+                "TOTP step",
+            )?;
+            Ok(Done::Commit(()))
         })
         .await
     }
@@ -569,14 +673,19 @@ impl StoreBackend for EmbeddedStore {
         user: &UserName,
         device: &TrustedDevice,
         now: Timestamp,
-    ) -> Result<(), StoreError> {
+        account_version: u64,
+    ) -> Result<bool, StoreError> {
         let user = user.clone();
         let device = device.clone();
         self.write("add trusted device", move |inner, tx| {
             let mut kv = inner.kv(tx)?;
+            let account: Option<Account> =
+                get_json(&kv, &inner.key(&user, keys::ACCOUNT), "account")?;
+            if account.map_or(0, |a| a.version) != account_version {
+                return Ok(Done::Abort(false));
+            }
             let key = inner.key(&user, keys::TRUSTED);
-            let mut devices: Vec<TrustedDevice> =
-                get_json(&kv, &key, "trusted devices")?.unwrap_or_default();
+            let mut devices = read_devices(&kv, &key, &user)?;
             devices.retain(|d| d.id != device.id);
             devices.push(device);
             let devices = live_devices(devices, now);
@@ -585,7 +694,7 @@ impl StoreBackend for EmbeddedStore {
             } else {
                 put_json(&mut kv, &key, "trusted devices", &devices)?;
             }
-            Ok(Done::Commit(()))
+            Ok(Done::Commit(true))
         })
         .await
     }
@@ -596,38 +705,26 @@ impl StoreBackend for EmbeddedStore {
         now: Timestamp,
     ) -> Result<Vec<TrustedDevice>, StoreError> {
         let key = self.inner.key(user, keys::TRUSTED);
+        let user = user.clone();
         self.read("list trusted devices", move |inner, tx| {
-            let devices: Option<Vec<TrustedDevice>> =
-                get_json(&inner.kv_read(tx)?, &key, "trusted devices")?;
-            Ok(live_devices(devices.unwrap_or_default(), now))
+            let devices = read_devices(&inner.kv_read(tx)?, &key, &user)?;
+            Ok(live_devices(devices, now))
         })
         .await
-    }
-
-    async fn is_trusted(
-        &self,
-        user: &UserName,
-        key_hash: &str,
-        now: Timestamp,
-    ) -> Result<bool, StoreError> {
-        let devices = self.list_trusted(user, now).await?;
-        let mut found = subtle::Choice::from(0);
-        for d in &devices {
-            found |= d.key_hash.as_bytes().ct_eq(key_hash.as_bytes());
-        }
-        Ok(bool::from(found))
     }
 
     async fn revoke_trusted(&self, user: &UserName, id: Option<&str>) -> Result<usize, StoreError> {
         let key = self.inner.key(user, keys::TRUSTED);
         let id = id.map(str::to_string);
+        let user = user.clone();
         self.write("revoke trusted devices", move |inner, tx| {
             let mut kv = inner.kv(tx)?;
-            let Some(mut devices) =
-                get_json::<Vec<TrustedDevice>, _>(&kv, &key, "trusted devices")?
-            else {
-                return Ok(Done::Abort(0));
-            };
+            let mut devices = read_devices(&kv, &key, &user)?;
+            if id.is_none() {
+                // All: the key goes, undecodable records with it.
+                remove(&mut kv, &key, "trusted devices")?;
+                return Ok(Done::Commit(devices.len()));
+            }
             let before = devices.len();
             match &id {
                 Some(id) => devices.retain(|d| &d.id != id),
@@ -747,6 +844,27 @@ impl StoreBackend for EmbeddedStore {
     }
 }
 
+#[cfg(any(test, feature = "conformance"))]
+impl crate::store::conformance::CorruptTrusted for EmbeddedStore {
+    async fn corrupt_trusted(&self, user: &UserName) {
+        let key = self.inner.key(user, keys::TRUSTED);
+        let written = self
+            .write("corrupt trusted devices", move |inner, tx| {
+                let mut kv = inner.kv(tx)?;
+                let mut values: Vec<serde_json::Value> =
+                    match kv.get(key.as_str()).map_err(|e| db_err("read", e))? {
+                        Some(raw) => serde_json::from_slice(raw.value()).unwrap_or_default(),
+                        None => Vec::new(),
+                    };
+                values.push(serde_json::json!({ "id": 5, "key_hash": null }));
+                put_json(&mut kv, &key, "trusted devices", &values)?;
+                Ok(Done::Commit(()))
+            })
+            .await;
+        assert!(written.is_ok(), "writing the corrupt record: {written:?}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -756,6 +874,7 @@ mod tests {
     async fn conformance_in_memory() {
         let store = EmbeddedStore::in_memory().unwrap();
         conformance::run_all(&store, "mem").await;
+        conformance::corrupt_trusted_records(&store, "mem").await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -97,6 +97,20 @@ pub enum StepOutcome {
     Locked(Timestamp),
 }
 
+/// What [`StoreBackend::check_code`] decided, in one atomic step with the lock and the
+/// failure count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeOutcome {
+    /// The hash matched an unexpired code: it is deleted and returned, and the failure
+    /// count and any lock are cleared.
+    Consumed(StoredCode),
+    /// No match (or nothing outstanding): a failure was counted, which may have locked
+    /// the user.
+    Wrong(FailureOutcome),
+    /// The user is locked until then: nothing was compared and nothing changed.
+    Locked(Timestamp),
+}
+
 /// What [`StoreBackend::record_failure`] decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FailureOutcome {
@@ -148,20 +162,46 @@ pub struct TrustedDevice {
     pub id: String,
     /// Keyed hash of the device identifier (never the identifier itself).
     pub key_hash: String,
-    /// "portal", "pam", "radius".
-    pub door: String,
+    /// The door that remembered it.
+    pub door: crate::audit::Door,
     /// What the user sees: a browser description, the remote host, the station id.
     pub label: String,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
 }
 
+/// What a user without a notification address asked the helpdesk for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HelpdeskKind {
+    /// A one-time code to log in with (read out by the operator).
+    LoginCode,
+    /// A reset of the app and trusted devices.
+    Reset,
+}
+
+impl HelpdeskKind {
+    /// The name in listings and records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HelpdeskKind::LoginCode => "login-code",
+            HelpdeskKind::Reset => "reset",
+        }
+    }
+}
+
+impl std::fmt::Display for HelpdeskKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// A request waiting for a helpdesk operator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HelpdeskRequest {
     pub user: UserName,
-    /// "login-code" or "reset".
-    pub kind: String,
+    /// What the user asked for.
+    pub kind: HelpdeskKind,
     /// Which door it came from and how ("radius vpn", "portal", ...).
     pub via: String,
     pub requested_at: Timestamp,
@@ -211,8 +251,9 @@ pub trait StoreBackend {
     ) -> Result<StepOutcome, StoreError>;
 
     /// Atomically counts a failure; when the count reaches `max_failures` the user is
-    /// locked until `now + lock_for` (seconds). Counts survive restarts; the counter
-    /// key expires 30 days after the last failure.
+    /// locked until `now + lock_for` (seconds). While a lock is in force nothing is
+    /// counted and the lock is reported, not extended. Counts survive restarts; the
+    /// counter key expires 30 days after the last failure.
     async fn record_failure(
         &self,
         user: &UserName,
@@ -243,6 +284,25 @@ pub trait StoreBackend {
         hash: &str,
         now: Timestamp,
     ) -> Result<Option<StoredCode>, StoreError>;
+
+    /// Atomically, the login's check of a one-time code: if the user is locked,
+    /// `Locked` and nothing else; else if the slot holds an unexpired code whose hash
+    /// equals `hash`, deletes it, clears the failure count and the lock, `Consumed`;
+    /// else counts a failure exactly as [`StoreBackend::record_failure`] does, `Wrong`.
+    /// So parallel guesses stop at the lock: at most `max_failures` are ever compared.
+    async fn check_code(
+        &self,
+        user: &UserName,
+        slot: CodeSlot,
+        hash: &str,
+        now: Timestamp,
+        max_failures: u32,
+        lock_for: u64,
+    ) -> Result<CodeOutcome, StoreError>;
+
+    /// Forgets the last accepted TOTP step (a reset: the next app's first code may
+    /// fall in the step the old app used last).
+    async fn forget_totp_step(&self, user: &UserName) -> Result<(), StoreError>;
 
     /// Empties a slot (a failed mail must leave no usable code).
     async fn delete_code(&self, user: &UserName, slot: CodeSlot) -> Result<(), StoreError>;
@@ -279,28 +339,27 @@ pub trait StoreBackend {
     /// Deletes a challenge (answered correctly, or replaced).
     async fn delete_challenge(&self, user: &UserName, id: &str) -> Result<(), StoreError>;
 
-    /// Adds (or replaces, by `id`) a trusted device.
+    /// Atomically: if the account's stored version is `account_version` (0: none
+    /// stored), adds (or replaces, by `id`) a trusted device and returns `true`; else
+    /// changes nothing and returns `false`. A reset saves the account (a new version)
+    /// before it revokes the devices, so a login that verified its code before the reset
+    /// cannot remember a device after it.
     async fn add_trusted(
         &self,
         user: &UserName,
         device: &TrustedDevice,
         now: Timestamp,
-    ) -> Result<(), StoreError>;
+        account_version: u64,
+    ) -> Result<bool, StoreError>;
 
-    /// The user's unexpired trusted devices, oldest first.
+    /// The user's unexpired trusted devices, oldest first. A record that cannot be
+    /// decoded is skipped and logged, never an error: it can only make a device
+    /// untrusted, never trusted (both backends alike; the conformance suite pins it).
     async fn list_trusted(
         &self,
         user: &UserName,
         now: Timestamp,
     ) -> Result<Vec<TrustedDevice>, StoreError>;
-
-    /// Whether an unexpired device with this `key_hash` is trusted.
-    async fn is_trusted(
-        &self,
-        user: &UserName,
-        key_hash: &str,
-        now: Timestamp,
-    ) -> Result<bool, StoreError>;
 
     /// Revokes one device by id, or all with `None`. Returns how many were removed.
     async fn revoke_trusted(&self, user: &UserName, id: Option<&str>) -> Result<usize, StoreError>;
@@ -394,6 +453,23 @@ impl StoreBackend for Store {
     ) -> Result<Option<StoredCode>, StoreError> {
         dispatch!(self, consume_code(user, slot, hash, now))
     }
+    async fn check_code(
+        &self,
+        user: &UserName,
+        slot: CodeSlot,
+        hash: &str,
+        now: Timestamp,
+        max_failures: u32,
+        lock_for: u64,
+    ) -> Result<CodeOutcome, StoreError> {
+        dispatch!(
+            self,
+            check_code(user, slot, hash, now, max_failures, lock_for)
+        )
+    }
+    async fn forget_totp_step(&self, user: &UserName) -> Result<(), StoreError> {
+        dispatch!(self, forget_totp_step(user))
+    }
     async fn delete_code(&self, user: &UserName, slot: CodeSlot) -> Result<(), StoreError> {
         dispatch!(self, delete_code(user, slot))
     }
@@ -432,8 +508,9 @@ impl StoreBackend for Store {
         user: &UserName,
         device: &TrustedDevice,
         now: Timestamp,
-    ) -> Result<(), StoreError> {
-        dispatch!(self, add_trusted(user, device, now))
+        account_version: u64,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, add_trusted(user, device, now, account_version))
     }
     async fn list_trusted(
         &self,
@@ -441,14 +518,6 @@ impl StoreBackend for Store {
         now: Timestamp,
     ) -> Result<Vec<TrustedDevice>, StoreError> {
         dispatch!(self, list_trusted(user, now))
-    }
-    async fn is_trusted(
-        &self,
-        user: &UserName,
-        key_hash: &str,
-        now: Timestamp,
-    ) -> Result<bool, StoreError> {
-        dispatch!(self, is_trusted(user, key_hash, now))
     }
     async fn revoke_trusted(&self, user: &UserName, id: Option<&str>) -> Result<usize, StoreError> {
         dispatch!(self, revoke_trusted(user, id))
@@ -468,6 +537,24 @@ impl StoreBackend for Store {
     async fn read_audit(&self, since: Timestamp, limit: usize) -> Result<Vec<String>, StoreError> {
         dispatch!(self, read_audit(since, limit))
     }
+}
+
+/// Whether an unexpired device with this `key_hash` is among the user's trusted
+/// devices: the one check over [`StoreBackend::list_trusted`], for every backend,
+/// compared in constant time.
+pub async fn is_trusted<S: StoreBackend>(
+    store: &S,
+    user: &UserName,
+    key_hash: &str,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    use subtle::ConstantTimeEq;
+    let devices = store.list_trusted(user, now).await?;
+    let mut found = subtle::Choice::from(0);
+    for d in &devices {
+        found |= d.key_hash.as_bytes().ct_eq(key_hash.as_bytes());
+    }
+    Ok(bool::from(found))
 }
 
 impl Store {

@@ -22,13 +22,12 @@ use ::redis::{
     AsyncConnectionConfig, Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, Script,
     ScriptInvocation, ServerErrorKind, cmd,
 };
-use subtle::ConstantTimeEq;
 
 use super::keys;
 use super::records::{FAILURES_TTL, from_json, is_live, to_json};
 use super::{
-    Account, ChallengeAnswer, CodeSlot, FailureOutcome, HelpdeskRequest, StepOutcome, StoreBackend,
-    StoreError, StoredCode, TrustedDevice, UserRecord,
+    Account, ChallengeAnswer, CodeOutcome, CodeSlot, FailureOutcome, HelpdeskRequest, StepOutcome,
+    StoreBackend, StoreError, StoredCode, TrustedDevice, UserRecord,
 };
 use crate::clock::Timestamp;
 use crate::user::UserName;
@@ -238,10 +237,12 @@ script!(
     RECORD_FAILURE,
     "KEYS: failures, lock. ARGV: now, max, new lock end, counter TTL, lock TTL → {count, until}.",
     r"
+local lock = redis.call('GET', KEYS[2])
+if lock and tonumber(lock) > tonumber(ARGV[1]) then
+  return {tonumber(redis.call('GET', KEYS[1]) or '0'), lock}
+end
 local n = redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
-local lock = redis.call('GET', KEYS[2])
-if lock and tonumber(lock) > tonumber(ARGV[1]) then return {n, lock} end
 if n >= tonumber(ARGV[2]) then
   redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[5])
   return {n, ARGV[3]}
@@ -271,6 +272,38 @@ end
 if rec.hash ~= ARGV[1] then return false end
 redis.call('DEL', KEYS[1])
 return v
+"
+);
+
+script!(
+    CHECK_CODE,
+    "KEYS: code, failures, lock. ARGV: hash, now, max, new lock end, counter TTL, lock TTL \
+     → {0, record} consumed, {1, count, until} wrong (counted), {2, until} locked.",
+    r"
+local lock = redis.call('GET', KEYS[3])
+if lock and tonumber(lock) > tonumber(ARGV[2]) then return {2, lock} end
+local v = redis.call('GET', KEYS[1])
+if v then
+  local ok, rec = pcall(cjson.decode, v)
+  if not ok or type(rec) ~= 'table' or type(rec.hash) ~= 'string'
+     or tonumber(rec.expires_at) == nil then
+    return redis.error_reply('OTPGATE_CORRUPT code record')
+  end
+  if tonumber(rec.expires_at) <= tonumber(ARGV[2]) then
+    redis.call('DEL', KEYS[1])
+  elseif rec.hash == ARGV[1] then
+    -- Keyed hashes on both sides: see CONSUME_CODE on the plain comparison.
+    redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+    return {0, v}
+  end
+end
+local n = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+if n >= tonumber(ARGV[3]) then
+  redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[6])
+  return {1, n, ARGV[4]}
+end
+return {1, n, false}
 "
 );
 
@@ -306,8 +339,11 @@ return {redis.call('HGET', KEYS[1], 'data'), n}
 
 script!(
     ADD_TRUSTED,
-    "KEYS: trusted. ARGV: id, JSON, now. Drops expired devices; TTL = the latest expiry.",
+    "KEYS: trusted, account. ARGV: id, JSON, now, account version → 1 added, 0 the account \
+     changed. Drops expired devices; TTL = the latest expiry.",
     r"
+local cur = redis.call('HGET', KEYS[2], 'version') or '0'
+if cur ~= ARGV[4] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local now = tonumber(ARGV[3])
 local latest = 0
@@ -464,6 +500,60 @@ impl RedisStore {
         }
         devices.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(devices)
+    }
+}
+
+#[cfg(any(test, feature = "conformance"))]
+impl super::conformance::CorruptTrusted for RedisStore {
+    async fn corrupt_trusted(&self, user: &UserName) {
+        let written: Result<i64, StoreError> = self
+            .query(
+                "corrupt trusted device",
+                cmd("HSET")
+                    .arg(self.key(user, keys::TRUSTED))
+                    .arg("corrupt")
+                    .arg("not json"),
+            )
+            .await;
+        assert!(written.is_ok(), "writing the corrupt record: {written:?}");
+    }
+}
+
+/// Reads CHECK_CODE's answer.
+fn check_code_answer(answer: ::redis::Value) -> Result<CodeOutcome, StoreError> {
+    use ::redis::Value;
+    let bad = || StoreError::Corrupt("check code: unexpected answer".into());
+    let Value::Array(items) = answer else {
+        return Err(bad());
+    };
+    let text = |v: &Value| -> Option<String> {
+        match v {
+            Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            Value::SimpleString(s) => Some(s.clone()),
+            Value::Int(i) => Some(i.to_string()),
+            _ => None,
+        }
+    };
+    match items.as_slice() {
+        [Value::Int(0), record] => {
+            let json = text(record).ok_or_else(bad)?;
+            Ok(CodeOutcome::Consumed(from_json("code", json.as_bytes())?))
+        }
+        [Value::Int(1), Value::Int(n), until, ..] => Ok(CodeOutcome::Wrong(FailureOutcome {
+            failures: u32::try_from(*n).unwrap_or(u32::MAX),
+            locked_until: text(until)
+                .map(|u| parse_u64("lock", &u).map(Timestamp))
+                .transpose()?,
+        })),
+        [Value::Int(1), Value::Int(n)] => Ok(CodeOutcome::Wrong(FailureOutcome {
+            failures: u32::try_from(*n).unwrap_or(u32::MAX),
+            locked_until: None,
+        })),
+        [Value::Int(2), until] => {
+            let until = text(until).ok_or_else(bad)?;
+            Ok(CodeOutcome::Locked(Timestamp(parse_u64("lock", &until)?)))
+        }
+        _ => Err(bad()),
     }
 }
 
@@ -653,6 +743,40 @@ impl StoreBackend for RedisStore {
         found.map(|j| from_json("code", &j)).transpose()
     }
 
+    async fn check_code(
+        &self,
+        user: &UserName,
+        slot: CodeSlot,
+        hash: &str,
+        now: Timestamp,
+        max_failures: u32,
+        lock_for: u64,
+    ) -> Result<CodeOutcome, StoreError> {
+        let lock_for = lock_for.max(1);
+        let mut inv = CHECK_CODE.prepare_invoke();
+        inv.key(keys::code_key(&self.prefix, user, slot))
+            .key(self.key(user, keys::FAILURES))
+            .key(self.key(user, keys::LOCK))
+            .arg(hash)
+            .arg(now.0)
+            .arg(max_failures)
+            .arg(now.0.saturating_add(lock_for))
+            .arg(FAILURES_TTL)
+            .arg(lock_for);
+        let answer: ::redis::Value = self.script("check code", &inv).await?;
+        check_code_answer(answer)
+    }
+
+    async fn forget_totp_step(&self, user: &UserName) -> Result<(), StoreError> {
+        let _: i64 = self
+            .query(
+                "forget TOTP step",
+                cmd("DEL").arg(self.key(user, keys::TOTP_STEP)),
+            )
+            .await?;
+        Ok(())
+    }
+
     async fn delete_code(&self, user: &UserName, slot: CodeSlot) -> Result<(), StoreError> {
         let _: i64 = self
             .query(
@@ -733,14 +857,17 @@ impl StoreBackend for RedisStore {
         user: &UserName,
         device: &TrustedDevice,
         now: Timestamp,
-    ) -> Result<(), StoreError> {
+        account_version: u64,
+    ) -> Result<bool, StoreError> {
         let mut inv = ADD_TRUSTED.prepare_invoke();
         inv.key(self.key(user, keys::TRUSTED))
+            .key(self.key(user, keys::ACCOUNT))
             .arg(&device.id)
             .arg(to_json("trusted device", device)?)
-            .arg(now.0);
-        let _: i64 = self.script("add trusted device", &inv).await?;
-        Ok(())
+            .arg(now.0)
+            .arg(account_version.to_string());
+        let added: i64 = self.script("add trusted device", &inv).await?;
+        Ok(added == 1)
     }
 
     async fn list_trusted(
@@ -749,20 +876,6 @@ impl StoreBackend for RedisStore {
         now: Timestamp,
     ) -> Result<Vec<TrustedDevice>, StoreError> {
         self.trusted_devices(user, now).await
-    }
-
-    async fn is_trusted(
-        &self,
-        user: &UserName,
-        key_hash: &str,
-        now: Timestamp,
-    ) -> Result<bool, StoreError> {
-        let devices = self.trusted_devices(user, now).await?;
-        let mut found = subtle::Choice::from(0);
-        for d in &devices {
-            found |= d.key_hash.as_bytes().ct_eq(key_hash.as_bytes());
-        }
-        Ok(bool::from(found))
     }
 
     async fn revoke_trusted(&self, user: &UserName, id: Option<&str>) -> Result<usize, StoreError> {

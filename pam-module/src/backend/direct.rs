@@ -14,17 +14,18 @@
 
 use std::sync::Arc;
 
-use otpgate_config::{Config, StoreConfig};
+use otpgate_config::{Config, PasswordVouch, StoreConfig};
 use otpgate_core::audit::{Door, RequestContext};
 use otpgate_core::clock::SystemClock;
-use otpgate_core::directory::PasswordCheck;
 use otpgate_core::random::OsRandom;
 use otpgate_core::service::{
-    ClientVouched, CodeCheck, CodeDelivery, DeviceId, FactorProof, PasswordProof,
+    Answer, ContinueRequest, CoreConfig, Credential, DeviceId, DoorPolicy, Factor, LoginRequest,
+    LoginStep, NoFactor, PendingLogin, texts,
 };
 use otpgate_core::user::UserName;
 use otpgate_core::{Core, CoreError, Refusal};
 use tokio::runtime::Runtime;
+use zeroize::Zeroizing;
 
 use super::{Backend, BackendError, Login, Outcome, Refused};
 
@@ -34,11 +35,13 @@ const DEFAULT_KEYWORD: &str = "email";
 /// A core on its own runtime, for one call.
 pub struct DirectBackend {
     /// Dropped first (see `Drop`), inside the runtime.
-    core: Option<Core>,
+    core: Option<Arc<Core>>,
     runtime: Runtime,
     keyword: String,
-    /// The password side, kept between `begin` and the code.
-    password: Option<PasswordProof>,
+    /// The stack's word for `mode=otp-only` (an earlier module checked the password).
+    vouch: PasswordVouch,
+    /// The login waiting for a code, kept between `begin` and the answers.
+    pending: Option<PendingLogin>,
 }
 
 impl DirectBackend {
@@ -59,10 +62,12 @@ impl DirectBackend {
                 config.path.display()
             )));
         }
-        let mut config = config.clone();
-        if let Some(pam) = &config.pam {
-            config.trust.remember_for = pam.remember_for;
-        }
+        let pam = config
+            .pam
+            .as_ref()
+            .ok_or_else(|| BackendError::Config("no [pam] section".into()))?;
+        let mut settings = CoreConfig::from_config(config);
+        settings.remember_for = pam.remember_for.as_secs();
         let keyword = config
             .radius
             .as_ref()
@@ -73,22 +78,24 @@ impl DirectBackend {
             .map_err(|e| BackendError::Unavailable(format!("cannot start a runtime: {e}")))?;
         let core = runtime
             .block_on(Core::open(
-                &config,
+                config,
+                settings,
                 Arc::new(SystemClock),
                 Arc::new(OsRandom),
             ))
             .map_err(|e| BackendError::Unavailable(e.to_string()))?;
         Ok(Self {
-            core: Some(core),
+            core: Some(Arc::new(core)),
             runtime,
             keyword,
-            password: None,
+            vouch: pam.password_vouch("pam"),
+            pending: None,
         })
     }
 
-    fn core(&self) -> Result<&Core, BackendError> {
+    fn core(&self) -> Result<Arc<Core>, BackendError> {
         self.core
-            .as_ref()
+            .clone()
             .ok_or_else(|| BackendError::Unavailable("the core is closed".into()))
     }
 }
@@ -112,7 +119,7 @@ fn context(login: &Login) -> RequestContext {
 fn device(login: &Login) -> Option<DeviceId> {
     let host = login.remember_host.as_ref()?;
     Some(DeviceId {
-        door: "pam".into(),
+        door: Door::Pam,
         identifier: host.clone(),
         label: format!("{host} (ssh/pam)"),
     })
@@ -127,163 +134,91 @@ fn refused(r: &Refusal) -> Outcome {
     })
 }
 
+/// One round of the flow, boxed (its type would otherwise nest too deep for the
+/// compiler's query limit).
+type RoundFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<LoginStep, CoreError>> + Send>>;
+
 impl DirectBackend {
-    async fn begin_async(
-        core: &Core,
-        login: &Login,
-        ctx: &RequestContext,
-    ) -> Result<(Outcome, Option<PasswordProof>), CoreError> {
-        let user = UserName::parse(&login.user)?;
-        let proof = match &login.password {
-            Some(password) => match core.verify_password(&user, password).await? {
-                PasswordCheck::Verified(p) => PasswordProof::Verified(p),
-                PasswordCheck::Refused(r) => {
-                    core.reject(user.as_str(), ctx, "password", &r).await;
-                    return Ok((refused(&r), None));
-                }
-            },
-            None => {
-                // An earlier module checked the password, not the directory entry.
-                let refusal = match core.lookup(&user).await? {
-                    None => Some(Refusal::UnknownUser),
-                    Some(entry) if !entry.activated => Some(Refusal::NotActivated),
-                    Some(_) => None,
-                };
-                if let Some(r) = refusal {
-                    core.reject(user.as_str(), ctx, "password-by-client", &r)
-                        .await;
-                    return Ok((refused(&r), None));
-                }
-                PasswordProof::CheckedByClient(ClientVouched::new(user.clone(), "pam"))
-            }
-        };
-        let status = core.factor_status(&user).await?;
-        if let Some(until) = status.locked_until {
-            let r = Refusal::Locked(until);
-            core.reject(user.as_str(), ctx, "password", &r).await;
-            return Ok((refused(&r), None));
-        }
-        if let Some(device) = device(login) {
-            if let Some(trusted) = core.check_trusted(&user, &device).await? {
-                core.accept(proof, FactorProof::Trusted(trusted), ctx, None)
-                    .await?;
-                return Ok((
-                    Outcome::Accepted {
-                        how: "trusted host".into(),
-                    },
-                    None,
-                ));
-            }
-        }
-        if !status.has_totp && !status.has_address {
-            if let (true, Some(not_enrolled)) = (login.nullok, status.not_enrolled()) {
-                core.accept(proof, FactorProof::NotEnrolled(not_enrolled), ctx, None)
-                    .await?;
-                return Ok((
-                    Outcome::Accepted {
-                        how: "nullok: no second factor".into(),
-                    },
-                    None,
-                ));
-            }
-            let r = Refusal::NotEnrolled;
-            core.reject(user.as_str(), ctx, "password", &r).await;
-            return Ok((refused(&r), None));
-        }
-        Ok((Outcome::NeedCode { message: None }, Some(proof)))
-    }
-
-    async fn answer_async(
-        core: &Core,
-        keyword: &str,
-        login: &Login,
-        ctx: &RequestContext,
-        proof: PasswordProof,
-        answer: &str,
-    ) -> Result<(Outcome, Option<PasswordProof>), CoreError> {
-        let user = UserName::parse(&login.user)?;
-        if answer.trim().eq_ignore_ascii_case(keyword) {
-            let message = match core.request_login_code(&user, ctx).await {
-                Ok(CodeDelivery::Mailed { masked_address }) => {
-                    format!("A one-time password was mailed to {masked_address}.")
-                }
-                Ok(CodeDelivery::QueuedForHelpdesk) => "No notification address is \
-                     registered: your request was sent to the helpdesk."
-                    .to_string(),
-                Err(CoreError::Refused(r)) => return Ok((refused(&r), None)),
-                Err(e) => return Err(e),
-            };
-            return Ok((
-                Outcome::NeedCode {
-                    message: Some(message),
+    /// The flow's step as the module's outcome; a pending login is kept for the next
+    /// answer.
+    fn map_step(&mut self, step: LoginStep) -> Outcome {
+        match step {
+            LoginStep::Accepted(accepted) => Outcome::Accepted {
+                how: match accepted.factor() {
+                    Factor::TrustedDevice => "trusted host".into(),
+                    Factor::NotEnrolled => "nullok: no second factor".into(),
+                    other => other.method().to_string(),
                 },
-                Some(proof),
-            ));
-        }
-        match core.verify_code(&user, answer).await? {
-            CodeCheck::Verified(otp) => {
-                let remember = device(login);
-                let accepted = core
-                    .accept(proof, FactorProof::Otp(otp), ctx, remember.as_ref())
-                    .await?;
-                Ok((
-                    Outcome::Accepted {
-                        how: accepted.method.to_string(),
-                    },
-                    None,
-                ))
+            },
+            LoginStep::NeedCode { pending, notice } => {
+                self.pending = Some(pending);
+                Outcome::NeedCode {
+                    message: notice.as_ref().map(texts::delivery),
+                }
             }
-            CodeCheck::Refused(r) => {
-                core.reject(user.as_str(), ctx, "code", &r).await;
-                Ok((refused(&r), None))
-            }
+            LoginStep::Refused(r) => refused(&r),
         }
     }
 
-    /// Runs one step; a core error becomes [`BackendError::Unavailable`] (audited), a
-    /// refusal an outcome.
-    fn step<F>(&mut self, login: &Login, f: F) -> Result<Outcome, BackendError>
-    where
-        F: AsyncFnOnce(
-            &Core,
-            &RequestContext,
-        ) -> Result<(Outcome, Option<PasswordProof>), CoreError>,
-    {
-        let ctx = context(login);
-        let core = self.core()?;
-        let result = self.runtime.block_on(async {
-            match f(core, &ctx).await {
-                Ok(done) => Ok(done),
-                Err(CoreError::Refused(r)) => Ok((refused(&r), None)),
-                Err(e) => {
-                    core.audit(&ctx, &login.user, "pam", "error", &e.to_string())
-                        .await;
-                    Err(BackendError::Unavailable(e.to_string()))
-                }
-            }
-        });
-        let (outcome, proof) = result?;
-        self.password = proof;
-        Ok(outcome)
+    /// Runs one round of the flow; a core error is [`BackendError::Unavailable`] (the
+    /// flow audited it), a refusal an outcome.
+    fn run(&mut self, round: RoundFuture) -> Result<Outcome, BackendError> {
+        match self.runtime.block_on(round) {
+            Ok(step) => Ok(self.map_step(step)),
+            Err(CoreError::Refused(r)) => Ok(refused(&r)),
+            Err(e) => Err(BackendError::Unavailable(e.to_string())),
+        }
     }
 }
 
 impl Backend for DirectBackend {
     fn begin(&mut self, login: &Login) -> Result<Outcome, BackendError> {
-        self.step(login, async |core, ctx| {
-            Self::begin_async(core, login, ctx).await
-        })
+        let user = match UserName::parse(&login.user) {
+            Ok(u) => u,
+            Err(e) => return Ok(refused(&e.into())),
+        };
+        let credential = match &login.password {
+            Some(p) => Credential::Password(Zeroizing::new(p.to_vec())),
+            None => Credential::Vouched(self.vouch.clone()),
+        };
+        let request = LoginRequest {
+            user,
+            ctx: context(login),
+            credential,
+            answer: None,
+            device: device(login),
+            remember: false,
+            policy: DoorPolicy {
+                no_factor: if login.nullok {
+                    NoFactor::Admit
+                } else {
+                    NoFactor::Refuse
+                },
+                can_ask: true,
+            },
+        };
+        let core = self.core()?;
+        self.pending = None;
+        self.run(Box::pin(async move { core.login(request).await }))
     }
 
     fn answer(&mut self, login: &Login, answer: &[u8]) -> Result<Outcome, BackendError> {
-        let proof = self
-            .password
+        let pending = self
+            .pending
             .take()
             .ok_or_else(|| BackendError::Unavailable("an answer without a login".into()))?;
-        let answer = zeroize::Zeroizing::new(String::from_utf8_lossy(answer).into_owned());
-        let keyword = self.keyword.clone();
-        self.step(login, async move |core, ctx| {
-            Self::answer_async(core, &keyword, login, ctx, proof, &answer).await
-        })
+        let text = Zeroizing::new(String::from_utf8_lossy(answer).into_owned());
+        let answer = Answer::parse(&text, &self.keyword)
+            .unwrap_or_else(|| Answer::Code(Zeroizing::new(String::new())));
+        let request = ContinueRequest {
+            pending,
+            answer,
+            ctx: context(login),
+            device: device(login),
+            remember: login.remember_host.is_some(),
+        };
+        let core = self.core()?;
+        self.run(Box::pin(async move { core.continue_login(request).await }))
     }
 }

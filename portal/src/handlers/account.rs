@@ -4,7 +4,8 @@
 use axum::http::StatusCode;
 use axum::response::Response;
 use otpgate_core::CoreError;
-use otpgate_core::service::{CodeCheck, Enrollment, UserStatus};
+use otpgate_core::audit::Method;
+use otpgate_core::service::{Enrollment, UserStatus};
 
 use super::{Body, signed, try_page};
 use crate::error::{error_block, refusal};
@@ -160,9 +161,9 @@ pub async fn address_confirm_post(mut v: Visit, body: Body) -> Response {
     let ctx = v.ctx();
     let core = v.app.core.clone();
     match core.confirm_address(&s.user, form.str("code"), &ctx).await {
-        Ok(address) => {
+        Ok((address, proof)) => {
             // The user proved the address in this session: it is a full one now.
-            v.upgrade();
+            v.upgrade(proof);
             let text = v.t("address.done").replace("{address}", &address);
             v.notice(text);
             v.redirect("/")
@@ -294,8 +295,8 @@ pub async fn app_confirm_post(mut v: Visit, body: Body) -> Response {
         .confirm_enrollment(&s.user, form.str("code"), &ctx)
         .await
     {
-        Ok(()) => {
-            v.upgrade();
+        Ok(proof) => {
+            v.upgrade(proof);
             let text = v.t("app.done");
             v.notice(text);
             v.redirect("/")
@@ -320,8 +321,11 @@ pub async fn app_another_post(mut v: Visit, body: Body) -> Response {
     let (form, s) = code_post!(v, body, false);
     let ctx = v.ctx();
     let core = v.app.core.clone();
-    let refused = match core.verify_code(&s.user, form.str("code")).await {
-        Ok(CodeCheck::Verified(otp)) => match core.show_secret(&otp, &ctx).await {
+    let refused = match core
+        .verify_code(&s.user, form.str("code"), &ctx, Method::AddDevice)
+        .await
+    {
+        Ok(Ok(otp)) => match core.show_secret(&otp, &ctx).await {
             Ok(enrollment) => {
                 return match secret_body(&v, &enrollment, false) {
                     Ok(body) => {
@@ -334,10 +338,7 @@ pub async fn app_another_post(mut v: Visit, body: Body) -> Response {
             Err(CoreError::Refused(r)) => r,
             Err(e) => return v.failure_page(&e),
         },
-        Ok(CodeCheck::Refused(r)) => {
-            core.reject(s.user.as_str(), &ctx, "add-device", &r).await;
-            r
-        }
+        Ok(Err(r)) => r,
         Err(e) => return v.failure_page(&e),
     };
     let st = try_page!(status(&mut v, &s).await);
@@ -393,7 +394,7 @@ pub async fn trusted_page(mut v: Visit) -> Response {
             body.push_str(&format!(
                 "<tr><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&d.label),
-                esc(&d.door),
+                esc(d.door.as_str()),
                 esc(&d.created_at.to_rfc3339()),
                 esc(&d.expires_at.to_rfc3339()),
                 button_form(

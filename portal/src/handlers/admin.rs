@@ -92,7 +92,7 @@ pub async fn admin_page(mut v: Visit) -> Response {
                 r#"<tr><td><a href="/admin?user={link}">{u}</a></td><td>{k}</td><td>{via}</td><td>{when}</td><td>{issue}</td></tr>"#,
                 link = esc(&url_component(r.user.as_str())),
                 u = esc(r.user.as_str()),
-                k = esc(&r.kind),
+                k = esc(r.kind.as_str()),
                 via = esc(&r.via),
                 when = esc(&r.requested_at.to_rfc3339()),
                 issue = button_form("/admin/issue", &csrf, &[("user", r.user.as_str())], v.t("admin.issue"), ""),

@@ -4,10 +4,13 @@
 
 use axum::http::StatusCode;
 use axum::response::Response;
-use otpgate_core::directory::{PasswordCheck, PasswordVerified};
-use otpgate_core::service::{Accepted, CodeCheck, CodeDelivery, FactorProof, PasswordProof};
+use otpgate_core::service::{
+    Accepted, Answer, CodeDelivery, ContinueRequest, Credential, DoorPolicy, Factor, LoginRequest,
+    LoginStep, NoFactor, PendingLogin,
+};
 use otpgate_core::user::UserName;
 use otpgate_core::{CoreError, Refusal};
+use zeroize::Zeroizing;
 
 use super::{Body, try_page};
 use crate::app::metric;
@@ -38,10 +41,13 @@ fn is_admin(admin_group: Option<&str>, groups: &[String]) -> bool {
 }
 
 /// The session after an accept.
-fn signed_in(v: &Visit, accepted: Accepted) -> Signed {
+fn signed_in(v: &Visit, accepted: &Accepted) -> Signed {
     Signed {
-        admin: is_admin(v.app.options.admin_group.as_deref(), &accepted.entry.groups),
-        user: accepted.user,
+        admin: is_admin(
+            v.app.options.admin_group.as_deref(),
+            &accepted.entry().groups,
+        ),
+        user: accepted.user().clone(),
     }
 }
 
@@ -79,7 +85,9 @@ fn login_failed(v: Visit, user: &str, key: &str, status: StatusCode) -> Response
     v.page_status(status, title, &body)
 }
 
-/// POST /login: the password step.
+/// POST /login: the password step. The core's flow decides what follows: a trusted
+/// browser signs in, a user with no second factor gets a set-up session, the rest are
+/// asked for a code.
 pub async fn login_post(mut v: Visit, body: Body) -> Response {
     let form = try_page!(v.form(body));
     let name = form.str("user").trim().to_string();
@@ -92,93 +100,75 @@ pub async fn login_post(mut v: Visit, body: Body) -> Response {
         count("reject");
         return login_failed(v, &name, "login.failed", StatusCode::UNAUTHORIZED);
     };
-    let proof = match core
-        .verify_password(&user, form.str("password").as_bytes())
-        .await
-    {
-        Ok(PasswordCheck::Verified(p)) => p,
-        Ok(PasswordCheck::Refused(r)) => {
-            core.reject(user.as_str(), &ctx, "password", &r).await;
-            count("reject");
-            return login_failed(v, &name, "login.failed", StatusCode::UNAUTHORIZED);
-        }
-        Err(e) => {
-            count("error");
-            return v.failure_page(&e);
-        }
-    };
+    let password = Zeroizing::new(form.str("password").as_bytes().to_vec());
     drop(form);
-    // No fixation: the password step gets a new session id and CSRF token.
-    try_page!(v.rotate());
-    v.session.stage = Stage::Anonymous;
-    let status = match core.factor_status(&user).await {
-        Ok(s) => s,
-        Err(e) => return v.failure_page(&e),
+    let device = if v.device.is_some() {
+        Some(try_page!(v.device_id()))
+    } else {
+        None
     };
-    if let Some(until) = status.locked_until {
-        core.reject(user.as_str(), &ctx, "password", &Refusal::Locked(until))
-            .await;
-        count("reject");
-        return login_failed(v, &name, "ref.locked", StatusCode::FORBIDDEN);
-    }
-    // A trusted browser skips the code (not the lockout, checked above).
-    if v.device.is_some() {
-        let device = try_page!(v.device_id());
-        match core.check_trusted(&user, &device).await {
-            Ok(Some(trusted)) => {
-                return finish_accept(v, proof, FactorProof::Trusted(trusted), None).await;
-            }
-            Ok(None) => {}
-            Err(e) => return v.failure_page(&e),
-        }
-    }
-    // Neither an app nor an address: the password alone opens a set-up session.
-    if let Some(none) = status.no_second_factor() {
-        return finish_accept(v, proof, FactorProof::NotEnrolled(none), None).await;
-    }
-    v.session.stage = Stage::Password(proof);
-    v.redirect("/login/code")
-}
-
-/// Accepts, stores the signed-in stage, and goes home.
-async fn finish_accept(
-    mut v: Visit,
-    proof: PasswordVerified,
-    factor: FactorProof,
-    remember: Option<otpgate_core::service::DeviceId>,
-) -> Response {
-    let limited = matches!(factor, FactorProof::NotEnrolled(_));
-    let ctx = v.ctx();
-    match v
-        .app
-        .core
-        .accept(
-            PasswordProof::Verified(proof),
-            factor,
-            &ctx,
-            remember.as_ref(),
-        )
-        .await
-    {
-        Ok(accepted) => {
-            count("accept");
-            if accepted.remembered.is_some() {
-                v.set_device_cookie();
-            }
-            let signed = signed_in(&v, accepted);
-            v.session.stage = if limited {
-                Stage::Limited(signed)
-            } else {
-                Stage::Full(signed)
+    let step = core
+        .login(LoginRequest {
+            user,
+            ctx,
+            credential: Credential::Password(password),
+            answer: None,
+            device,
+            remember: false,
+            policy: DoorPolicy {
+                // Neither an app nor an address: the password alone opens a set-up
+                // session.
+                no_factor: NoFactor::Admit,
+                can_ask: true,
+            },
+        })
+        .await;
+    match step {
+        Ok(LoginStep::Refused(r)) => {
+            count("reject");
+            let key = match r {
+                Refusal::Locked(_) => "ref.locked",
+                _ => "login.failed",
             };
-            v.redirect("/")
+            let status = match r {
+                Refusal::Locked(_) => StatusCode::FORBIDDEN,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            login_failed(v, &name, key, status)
+        }
+        Ok(step) => {
+            // No fixation: past the password, a new session id and CSRF token.
+            try_page!(v.rotate());
+            v.session.stage = Stage::Anonymous;
+            match step {
+                LoginStep::NeedCode { pending, .. } => {
+                    v.session.stage = Stage::Password(pending);
+                    v.redirect("/login/code")
+                }
+                LoginStep::Accepted(accepted) => signed_in_page(v, &accepted),
+                LoginStep::Refused(_) => v.redirect("/login"),
+            }
         }
         Err(e) => {
             count("error");
-            v.session.stage = Stage::Anonymous;
             v.failure_page(&e)
         }
     }
+}
+
+/// Stores the signed-in stage after an accept, and goes home.
+fn signed_in_page(mut v: Visit, accepted: &Accepted) -> Response {
+    count("accept");
+    if accepted.remembered().is_some() {
+        v.set_device_cookie();
+    }
+    let signed = signed_in(&v, accepted);
+    v.session.stage = if accepted.factor() == Factor::NotEnrolled {
+        Stage::Limited(signed)
+    } else {
+        Stage::Full(signed)
+    };
+    v.redirect("/")
 }
 
 /// The code page's body, with an error or a notice above.
@@ -220,10 +210,10 @@ fn code_page_with(v: Visit, status: StatusCode, error: Option<&str>) -> Response
     v.page_status(status, title, &body)
 }
 
-/// The user waiting for the code, or the redirect.
-fn pending_user(v: &Visit) -> Option<UserName> {
+/// The login waiting for the code, or the redirect.
+fn pending_login(v: &Visit) -> Option<PendingLogin> {
     match &v.session.stage {
-        Stage::Password(p) => Some(p.user().clone()),
+        Stage::Password(p) => Some(p.clone()),
         _ => None,
     }
 }
@@ -250,14 +240,14 @@ enum Step {
     TooMany,
 }
 
-/// The form (CSRF checked), the user waiting for a code, and the rate limit.
-fn pending_step(v: &mut Visit, body: Body) -> Result<(Form, UserName), Step> {
+/// The form (CSRF checked), the login waiting for a code, and the rate limit.
+fn pending_step(v: &mut Visit, body: Body) -> Result<(Form, PendingLogin), Step> {
     let form = v.form(body).map_err(Step::Response)?;
-    let user = pending_user(v).ok_or(Step::Back)?;
+    let pending = pending_login(v).ok_or(Step::Back)?;
     if !v.app.limiter.allow(v.remote) {
         return Err(Step::TooMany);
     }
-    Ok((form, user))
+    Ok((form, pending))
 }
 
 fn too_many(v: Visit) -> Response {
@@ -267,58 +257,73 @@ fn too_many(v: Visit) -> Response {
 
 /// GET /login/code.
 pub async fn code_page(v: Visit) -> Response {
-    if pending_user(&v).is_none() {
+    if pending_login(&v).is_none() {
         return v.redirect("/login");
     }
     code_page_with(v, StatusCode::OK, None)
 }
 
+/// An answer on the code page, through the core's flow.
+async fn answer(
+    v: &mut Visit,
+    pending: PendingLogin,
+    answer: Answer,
+    trust: bool,
+) -> Result<LoginStep, Response> {
+    let device = if trust { Some(v.device_id()?) } else { None };
+    let core = v.app.core.clone();
+    core.continue_login(ContinueRequest {
+        pending,
+        answer,
+        ctx: v.ctx(),
+        device,
+        remember: trust,
+    })
+    .await
+    .map_err(|e| {
+        count("error");
+        v.failure_page(&e)
+    })
+}
+
 /// POST /login/code: the second factor.
 pub async fn code_post(mut v: Visit, body: Body) -> Response {
-    let (form, user) = pending!(v, body);
-    let ctx = v.ctx();
-    let core = v.app.core.clone();
-    match core.verify_code(&user, form.str("code")).await {
-        Ok(CodeCheck::Verified(otp)) => {
-            let Stage::Password(proof) = std::mem::take(&mut v.session.stage) else {
-                return v.redirect("/login");
-            };
-            let remember = if form.checked("trust") {
-                Some(try_page!(v.device_id()))
-            } else {
-                None
-            };
-            finish_accept(v, proof, FactorProof::Otp(otp), remember).await
-        }
-        Ok(CodeCheck::Refused(r)) => {
-            core.reject(user.as_str(), &ctx, "code", &r).await;
+    let (form, pending) = pending!(v, body);
+    let code = Answer::Code(Zeroizing::new(form.str("code").to_string()));
+    let trust = form.checked("trust");
+    drop(form);
+    match answer(&mut v, pending, code, trust).await {
+        Ok(LoginStep::Accepted(accepted)) => signed_in_page(v, &accepted),
+        Ok(LoginStep::Refused(r)) => {
             count("reject");
             let msg = refusal(v.lang, &r);
             code_page_with(v, StatusCode::UNAUTHORIZED, Some(&msg))
         }
-        Err(e) => {
-            count("error");
-            v.failure_page(&e)
-        }
+        // A code never asks for another; shown as the page again.
+        Ok(LoginStep::NeedCode { .. }) => code_page_with(v, StatusCode::OK, None),
+        Err(page) => page,
     }
 }
 
 /// POST /login/help: "Can't log in?" — a mailed code, or a helpdesk request.
 pub async fn help_post(mut v: Visit, body: Body) -> Response {
-    let (_form, user) = pending!(v, body);
-    let ctx = v.ctx();
-    match v.app.core.request_login_code(&user, &ctx).await {
-        Ok(CodeDelivery::Mailed { masked_address }) => {
+    let (_form, pending) = pending!(v, body);
+    match answer(&mut v, pending, Answer::Keyword, false).await {
+        Ok(LoginStep::NeedCode {
+            notice: Some(CodeDelivery::Mailed { masked_address }),
+            ..
+        }) => {
             let text = v.t("help.mailed").replace("{address}", &masked_address);
             v.notice(text);
             code_page_with(v, StatusCode::OK, None)
         }
-        Ok(CodeDelivery::QueuedForHelpdesk) => helpdesk_page(v),
-        Err(CoreError::Refused(r)) => {
+        Ok(LoginStep::NeedCode { .. }) => helpdesk_page(v),
+        Ok(LoginStep::Refused(r)) => {
             let msg = refusal(v.lang, &r);
             code_page_with(v, StatusCode::BAD_REQUEST, Some(&msg))
         }
-        Err(e) => v.failure_page(&e),
+        Ok(LoginStep::Accepted(accepted)) => signed_in_page(v, &accepted),
+        Err(page) => page,
     }
 }
 
@@ -336,9 +341,9 @@ fn helpdesk_page(v: Visit) -> Response {
 
 /// POST /login/reset: "Lost your device?" from the code page — mails a reset link.
 pub async fn reset_request_post(mut v: Visit, body: Body) -> Response {
-    let (_form, user) = pending!(v, body);
+    let (_form, pending) = pending!(v, body);
     let ctx = v.ctx();
-    match v.app.core.request_reset(&user, &ctx).await {
+    match v.app.core.request_reset(pending.user(), &ctx).await {
         Ok(delivery) => {
             let text = reset_notice(&v, &delivery);
             v.notice(text);
@@ -417,31 +422,28 @@ pub async fn reset_confirm_post(mut v: Visit, body: Body) -> Response {
     }
     let ctx = v.ctx();
     let core = v.app.core.clone();
-    let proof = match core
-        .verify_password(&user, form.str("password").as_bytes())
+    let password = Zeroizing::new(form.str("password").as_bytes().to_vec());
+    let token = Zeroizing::new(token);
+    drop(form);
+    match core
+        .login_with_reset_link(user, password, token.clone(), ctx)
         .await
     {
-        Ok(PasswordCheck::Verified(p)) => p,
-        Ok(PasswordCheck::Refused(r)) => {
-            core.reject(user.as_str(), &ctx, "password", &r).await;
-            count("reject");
-            let body = reset_form(&v, &name, &token, Some(&esc(v.t("login.failed"))));
-            return v.page_status(StatusCode::UNAUTHORIZED, title, &body);
-        }
-        Err(e) => return v.failure_page(&e),
-    };
-    drop(form);
-    match core.complete_reset(&proof, &token, &ctx).await {
-        Ok(otp) => {
+        Ok(LoginStep::Accepted(accepted)) => {
             try_page!(v.rotate());
             let text = v.t("resetlink.done");
             v.notice(text);
-            let response = finish_accept(v, proof, FactorProof::Otp(otp), None).await;
+            let response = signed_in_page(v, &accepted);
             redirect_to(response, "/app")
         }
-        Err(CoreError::Refused(_)) => {
+        Ok(LoginStep::Refused(Refusal::NothingOutstanding)) => {
             count("reject");
             v.error_page(StatusCode::BAD_REQUEST, "err.link")
+        }
+        Ok(_) => {
+            count("reject");
+            let body = reset_form(&v, &name, &token, Some(&esc(v.t("login.failed"))));
+            v.page_status(StatusCode::UNAUTHORIZED, title, &body)
         }
         Err(e) => v.failure_page(&e),
     }

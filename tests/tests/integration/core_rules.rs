@@ -6,16 +6,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use otpgate_core::Core;
-use otpgate_core::audit::{Door, RequestContext};
+use otpgate_core::audit::{Door, Method, RequestContext};
 use otpgate_core::clock::{ManualClock, Timestamp};
 use otpgate_core::directory::PasswordCheck;
 use otpgate_core::error::{Backend, CoreError, Refusal};
 use otpgate_core::otp::totp;
 use otpgate_core::random::{OsRandom, Random};
 use otpgate_core::secret::TotpSecret;
-use otpgate_core::service::{CodeCheck, CodeDelivery, DeviceId, FactorProof, PasswordProof};
+use otpgate_core::service::{
+    Answer, CodeDelivery, CoreConfig, Credential, DeviceId, DoorPolicy, LoginRequest, LoginStep,
+    NoFactor, OtpVerified,
+};
 use otpgate_core::user::UserName;
 use otpgate_tests::{ALICE, BOB, CAROL, ConfigBuilder, Redis, Slapd, SmtpSink, TestConfig, WEIRD};
+use zeroize::Zeroizing;
 
 /// A fixed instant (2027-01-15T08:00:00Z), on a step boundary.
 const T0: u64 = 1_800_000_000;
@@ -55,15 +59,19 @@ impl Fixture {
     }
 
     /// A new core instance (its own connections), as another server process would have.
-    pub async fn core(&self) -> Core {
+    pub async fn core(&self) -> Arc<Core> {
         self.core_with(Arc::new(OsRandom)).await
     }
 
-    pub async fn core_with(&self, random: Arc<dyn Random>) -> Core {
+    pub async fn core_with(&self, random: Arc<dyn Random>) -> Arc<Core> {
         let config = otpgate_config::load(self.config.path()).unwrap();
-        Core::open(&config, Arc::new(self.clock.clone()), random)
-            .await
-            .unwrap()
+        let settings = CoreConfig::from_config(&config)
+            .reset_links_at(Some("https://portal.example.org".into()));
+        Arc::new(
+            Core::open(&config, settings, Arc::new(self.clock.clone()), random)
+                .await
+                .unwrap(),
+        )
     }
 }
 
@@ -101,14 +109,35 @@ pub fn code(core: &Core, secret: &TotpSecret, offset: i64) -> String {
     totp::code_at_step(secret, step, &params)
 }
 
-fn verified(check: CodeCheck) -> bool {
-    matches!(check, CodeCheck::Verified(_))
+fn verified(check: Result<OtpVerified, Refusal>) -> bool {
+    check.is_ok()
 }
 
-fn refusal(check: CodeCheck) -> Refusal {
+fn refusal(check: Result<OtpVerified, Refusal>) -> Refusal {
     match check {
-        CodeCheck::Refused(r) => r,
-        CodeCheck::Verified(_) => panic!("expected a refusal, got an accept"),
+        Err(r) => r,
+        Ok(_) => panic!("expected a refusal, got an accept"),
+    }
+}
+
+/// A password login through the flow, with a code or none, remembering `device`.
+pub fn password_login(
+    name: &str,
+    password: &str,
+    code: Option<&str>,
+    device: Option<DeviceId>,
+) -> LoginRequest {
+    LoginRequest {
+        user: user(name),
+        ctx: ctx(),
+        credential: Credential::Password(Zeroizing::new(password.as_bytes().to_vec())),
+        answer: code.map(|c| Answer::Code(Zeroizing::new(c.to_string()))),
+        remember: device.is_some(),
+        device,
+        policy: DoorPolicy {
+            no_factor: NoFactor::Refuse,
+            can_ask: true,
+        },
     }
 }
 
@@ -138,13 +167,13 @@ async fn totp_step_is_accepted_once_and_earlier_steps_are_replays() {
     let secret = enroll(&core, "alice").await;
     let alice = user("alice");
     assert!(verified(
-        core.verify_code(&alice, &code(&core, &secret, 0))
+        core.verify_code(&alice, &code(&core, &secret, 0), &ctx(), Method::Code)
             .await
             .unwrap()
     ));
     assert_eq!(
         refusal(
-            core.verify_code(&alice, &code(&core, &secret, 0))
+            core.verify_code(&alice, &code(&core, &secret, 0), &ctx(), Method::Code)
                 .await
                 .unwrap()
         ),
@@ -153,7 +182,7 @@ async fn totp_step_is_accepted_once_and_earlier_steps_are_replays() {
     // The confirmation used step -1: it stays used.
     assert_eq!(
         refusal(
-            core.verify_code(&alice, &code(&core, &secret, -1))
+            core.verify_code(&alice, &code(&core, &secret, -1), &ctx(), Method::Code)
                 .await
                 .unwrap()
         ),
@@ -161,14 +190,14 @@ async fn totp_step_is_accepted_once_and_earlier_steps_are_replays() {
     );
     // A clock a step ahead is inside the window, and then the current step is "earlier".
     assert!(verified(
-        core.verify_code(&alice, &code(&core, &secret, 1))
+        core.verify_code(&alice, &code(&core, &secret, 1), &ctx(), Method::Code)
             .await
             .unwrap()
     ));
     f.clock.advance(Duration::from_secs(30));
     assert_eq!(
         refusal(
-            core.verify_code(&alice, &code(&core, &secret, 0))
+            core.verify_code(&alice, &code(&core, &secret, 0), &ctx(), Method::Code)
                 .await
                 .unwrap()
         ),
@@ -176,14 +205,14 @@ async fn totp_step_is_accepted_once_and_earlier_steps_are_replays() {
     );
     f.clock.advance(Duration::from_secs(30));
     assert!(verified(
-        core.verify_code(&alice, &code(&core, &secret, 0))
+        core.verify_code(&alice, &code(&core, &secret, 0), &ctx(), Method::Code)
             .await
             .unwrap()
     ));
     // Two steps away is outside the default window of one.
     assert_eq!(
         refusal(
-            core.verify_code(&alice, &code(&core, &secret, 2))
+            core.verify_code(&alice, &code(&core, &secret, 2), &ctx(), Method::Code)
                 .await
                 .unwrap()
         ),
@@ -203,7 +232,11 @@ async fn two_cores_on_one_redis_accept_one_code_once() {
         .map(|i| {
             let core = if i % 2 == 0 { a.clone() } else { b.clone() };
             let c = c.clone();
-            tokio::spawn(async move { core.verify_code(&user("alice"), &c).await.unwrap() })
+            tokio::spawn(async move {
+                core.verify_code(&user("alice"), &c, &ctx(), Method::Code)
+                    .await
+                    .unwrap()
+            })
         })
         .collect();
     let mut accepts = 0;
@@ -228,7 +261,11 @@ async fn embedded_store_accepts_one_code_once_under_a_race() {
         .map(|_| {
             let core = core.clone();
             let c = c.clone();
-            tokio::spawn(async move { core.verify_code(&user("alice"), &c).await.unwrap() })
+            tokio::spawn(async move {
+                core.verify_code(&user("alice"), &c, &ctx(), Method::Code)
+                    .await
+                    .unwrap()
+            })
         })
         .collect();
     let mut accepts = 0;
@@ -260,9 +297,17 @@ async fn email_otp_is_single_use_replaced_and_expires() {
         .unwrap()
         .code(8)
         .unwrap();
-    assert!(verified(core.verify_code(&alice, &first).await.unwrap()));
+    assert!(verified(
+        core.verify_code(&alice, &first, &ctx(), Method::Code)
+            .await
+            .unwrap()
+    ));
     assert_eq!(
-        refusal(core.verify_code(&alice, &first).await.unwrap()),
+        refusal(
+            core.verify_code(&alice, &first, &ctx(), Method::Code)
+                .await
+                .unwrap()
+        ),
         Refusal::WrongCode,
         "used once"
     );
@@ -288,14 +333,22 @@ async fn email_otp_is_single_use_replaced_and_expires() {
         .unwrap();
     if old != new {
         assert!(
-            !verified(core.verify_code(&alice, &old).await.unwrap()),
+            !verified(
+                core.verify_code(&alice, &old, &ctx(), Method::Code)
+                    .await
+                    .unwrap()
+            ),
             "the replaced code is dead"
         );
     }
     // Valid for 24 h, not a second more.
     f.clock.advance(Duration::from_secs(24 * 3600 + 1));
     assert!(
-        !verified(core.verify_code(&alice, &new).await.unwrap()),
+        !verified(
+            core.verify_code(&alice, &new, &ctx(), Method::Code)
+                .await
+                .unwrap()
+        ),
         "expired after 24 h"
     );
 }
@@ -309,20 +362,36 @@ async fn lockout_after_max_failures_survives_a_restart_and_unlocks() {
     let good = code(&core, &secret, 0);
     let wrong = if good == "000000" { "111111" } else { "000000" };
     assert_eq!(
-        refusal(core.verify_code(&alice, wrong).await.unwrap()),
+        refusal(
+            core.verify_code(&alice, wrong, &ctx(), Method::Code)
+                .await
+                .unwrap()
+        ),
         Refusal::WrongCode
     );
     assert_eq!(
-        refusal(core.verify_code(&alice, wrong).await.unwrap()),
+        refusal(
+            core.verify_code(&alice, wrong, &ctx(), Method::Code)
+                .await
+                .unwrap()
+        ),
         Refusal::WrongCode
     );
     let until = Timestamp(T0 + 15 * 60);
     assert_eq!(
-        refusal(core.verify_code(&alice, wrong).await.unwrap()),
+        refusal(
+            core.verify_code(&alice, wrong, &ctx(), Method::Code)
+                .await
+                .unwrap()
+        ),
         Refusal::Locked(until)
     );
     assert_eq!(
-        refusal(core.verify_code(&alice, &good).await.unwrap()),
+        refusal(
+            core.verify_code(&alice, &good, &ctx(), Method::Code)
+                .await
+                .unwrap()
+        ),
         Refusal::Locked(until),
         "even the right code"
     );
@@ -331,20 +400,36 @@ async fn lockout_after_max_failures_survives_a_restart_and_unlocks() {
     let restarted = f.core().await;
     assert!(restarted.status(&alice).await.unwrap().locked);
     restarted.unlock(&alice, &ctx()).await.unwrap();
-    assert!(verified(core.verify_code(&alice, &good).await.unwrap()));
+    assert!(verified(
+        core.verify_code(&alice, &good, &ctx(), Method::Code)
+            .await
+            .unwrap()
+    ));
 
     // A success reset the count: two more failures do not lock.
-    core.verify_code(&alice, wrong).await.unwrap();
-    core.verify_code(&alice, wrong).await.unwrap();
+    assert!(!verified(
+        core.verify_code(&alice, wrong, &ctx(), Method::Code)
+            .await
+            .unwrap()
+    ));
+    assert!(!verified(
+        core.verify_code(&alice, wrong, &ctx(), Method::Code)
+            .await
+            .unwrap()
+    ));
     assert!(!core.status(&alice).await.unwrap().locked);
     // And a lock ends by itself after lock_for.
     assert!(matches!(
-        refusal(core.verify_code(&alice, wrong).await.unwrap()),
+        refusal(
+            core.verify_code(&alice, wrong, &ctx(), Method::Code)
+                .await
+                .unwrap()
+        ),
         Refusal::Locked(_)
     ));
     f.clock.advance(Duration::from_secs(15 * 60 + 1));
     assert!(verified(
-        core.verify_code(&alice, &code(&core, &secret, 0))
+        core.verify_code(&alice, &code(&core, &secret, 0), &ctx(), Method::Code)
             .await
             .unwrap()
     ));
@@ -562,11 +647,19 @@ async fn when_smtp_is_down_the_error_is_clear_and_no_code_is_left() {
     }
     let unsent = random.last_code();
     assert!(
-        !verified(core.verify_code(&alice, &unsent).await.unwrap()),
+        !verified(
+            core.verify_code(&alice, &unsent, &ctx(), Method::Code)
+                .await
+                .unwrap()
+        ),
         "the unsent code is not usable"
     );
     assert!(
-        !verified(core.verify_code(&alice, &mailed).await.unwrap()),
+        !verified(
+            core.verify_code(&alice, &mailed, &ctx(), Method::Code)
+                .await
+                .unwrap()
+        ),
         "nor is the one it replaced"
     );
 }
@@ -589,9 +682,17 @@ async fn without_an_address_a_code_request_goes_to_the_helpdesk() {
         core.helpdesk_queue().await.unwrap().is_empty(),
         "issuing clears the request"
     );
-    assert!(verified(core.verify_code(&bob, &issued.otp).await.unwrap()));
+    assert!(verified(
+        core.verify_code(&bob, &issued.otp, &ctx(), Method::Code)
+            .await
+            .unwrap()
+    ));
     assert!(
-        !verified(core.verify_code(&bob, &issued.otp).await.unwrap()),
+        !verified(
+            core.verify_code(&bob, &issued.otp, &ctx(), Method::Code)
+                .await
+                .unwrap()
+        ),
         "single use"
     );
 }
@@ -635,58 +736,61 @@ async fn enrollment_is_pending_until_confirmed_and_reset_removes_app_and_trust()
     ));
 
     // Log in remembering a device, then reset.
-    let PasswordCheck::Verified(p) = core
-        .verify_password(&alice, ALICE.password.as_bytes())
-        .await
-        .unwrap()
-    else {
-        panic!("alice's password")
-    };
-    let CodeCheck::Verified(otp) = core
-        .verify_code(&alice, &code(&core, &secret, 1))
-        .await
-        .unwrap()
-    else {
-        panic!("alice's code")
-    };
     let device = DeviceId {
-        door: "pam".into(),
+        door: Door::Pam,
         identifier: "192.0.2.7".into(),
         label: "192.0.2.7".into(),
     };
-    let accepted = core
-        .accept(
-            PasswordProof::Verified(p),
-            FactorProof::Otp(otp),
-            &ctx(),
-            Some(&device),
-        )
+    let LoginStep::Accepted(accepted) = core
+        .login(password_login(
+            "alice",
+            ALICE.password,
+            Some(&code(&core, &secret, 1)),
+            Some(device.clone()),
+        ))
         .await
-        .unwrap();
-    assert!(accepted.remembered.is_some());
+        .unwrap()
+    else {
+        panic!("alice's password and code")
+    };
+    assert!(accepted.remembered().is_some());
     assert!(
         accepted
-            .entry
+            .entry()
             .groups
             .iter()
             .any(|g| g.contains("vpn-staff"))
     );
-    assert!(core.check_trusted(&alice, &device).await.unwrap().is_some());
+    let trusted = |device: DeviceId| {
+        let core = core.clone();
+        async move {
+            matches!(
+                core.login(password_login("alice", ALICE.password, None, Some(device)))
+                    .await
+                    .unwrap(),
+                LoginStep::Accepted(_)
+            )
+        }
+    };
+    assert!(
+        trusted(device.clone()).await,
+        "the remembered device is trusted"
+    );
     let other = DeviceId {
         identifier: "192.0.2.8".into(),
         ..device.clone()
     };
-    assert!(core.check_trusted(&alice, &other).await.unwrap().is_none());
+    assert!(!trusted(other).await, "another device is asked for a code");
 
     core.reset(&alice, &ctx()).await.unwrap();
     let status = core.status(&alice).await.unwrap();
     assert_eq!(status.state, "new");
     assert_eq!(status.trusted_devices, 0);
-    assert!(core.check_trusted(&alice, &device).await.unwrap().is_none());
+    assert!(!trusted(device.clone()).await, "the reset ended the trust");
     f.clock.advance(Duration::from_secs(90));
     assert!(
         !verified(
-            core.verify_code(&alice, &code(&core, &secret, 0))
+            core.verify_code(&alice, &code(&core, &secret, 0), &ctx(), Method::Code)
                 .await
                 .unwrap()
         ),
@@ -716,22 +820,45 @@ async fn a_mailed_reset_link_resets_once_with_the_password() {
                 .collect::<String>()
         })
         .expect("a reset link with a token");
-    let PasswordCheck::Verified(p) = core
-        .verify_password(&alice, ALICE.password.as_bytes())
-        .await
-        .unwrap()
-    else {
-        panic!("alice's password")
+    let with_link = |token: &str| {
+        core.login_with_reset_link(
+            alice.clone(),
+            Zeroizing::new(ALICE.password.as_bytes().to_vec()),
+            Zeroizing::new(token.to_string()),
+            ctx(),
+        )
     };
     assert!(
-        core.complete_reset(&p, "0000", &ctx()).await.is_err(),
+        matches!(
+            with_link("0000").await.unwrap(),
+            LoginStep::Refused(Refusal::NothingOutstanding)
+        ),
         "a wrong token does nothing"
     );
     assert_eq!(core.status(&alice).await.unwrap().state, "app-enrolled");
-    core.complete_reset(&p, &token, &ctx()).await.unwrap();
+    assert!(matches!(
+        core.login_with_reset_link(
+            alice.clone(),
+            Zeroizing::new(b"wrong".to_vec()),
+            Zeroizing::new(token.clone()),
+            ctx()
+        )
+        .await
+        .unwrap(),
+        LoginStep::Refused(Refusal::WrongPassword)
+    ));
+    assert_eq!(
+        core.status(&alice).await.unwrap().state,
+        "app-enrolled",
+        "a wrong password does not spend the link"
+    );
+    let LoginStep::Accepted(accepted) = with_link(&token).await.unwrap() else {
+        panic!("the link with the password signs in")
+    };
+    assert_eq!(accepted.factor(), otpgate_core::service::Factor::ResetLink);
     assert_eq!(core.status(&alice).await.unwrap().state, "email-registered");
     assert!(
-        core.complete_reset(&p, &token, &ctx()).await.is_err(),
+        matches!(with_link(&token).await.unwrap(), LoginStep::Refused(_)),
         "the link works once"
     );
 }
@@ -742,36 +869,37 @@ async fn a_challenge_is_bound_to_user_and_client_and_takes_three_answers() {
     let first = f.core().await;
     let second = f.core().await;
     let alice = user("alice");
-    let PasswordCheck::Verified(p) = first
-        .verify_password(&alice, ALICE.password.as_bytes())
-        .await
-        .unwrap()
-    else {
-        panic!("alice's password")
+    enroll(&first, "alice").await;
+    let pending = || async {
+        match first
+            .login(password_login("alice", ALICE.password, None, None))
+            .await
+            .unwrap()
+        {
+            LoginStep::NeedCode { pending, .. } => pending,
+            other => panic!("a code is needed: {other:?}"),
+        }
     };
-    let challenge = first
-        .begin_challenge(&PasswordProof::Verified(p), "vpn")
-        .await
-        .unwrap();
+    let challenge = first.park(&pending().await, "vpn").await.unwrap();
     assert_eq!(challenge.id.len(), 32, "128 random bits, hex");
     // Another instance can take the second round; another client or user cannot.
     assert!(
         second
-            .resume_challenge(&user("dave"), &challenge.id, "vpn")
+            .resume(&user("dave"), &challenge.id, "vpn")
             .await
             .unwrap()
             .is_none()
     );
     assert!(
         second
-            .resume_challenge(&alice, &challenge.id, "wifi")
+            .resume(&alice, &challenge.id, "wifi")
             .await
             .unwrap()
             .is_none()
     );
     assert!(
         second
-            .resume_challenge(&alice, &challenge.id, "vpn")
+            .resume(&alice, &challenge.id, "vpn")
             .await
             .unwrap()
             .is_some()
@@ -779,35 +907,25 @@ async fn a_challenge_is_bound_to_user_and_client_and_takes_three_answers() {
     // The wrong-client attempt counted as an answer too: one answer is left.
     assert!(
         second
-            .resume_challenge(&alice, &challenge.id, "vpn")
+            .resume(&alice, &challenge.id, "vpn")
             .await
             .unwrap()
             .is_some()
     );
     assert!(
         second
-            .resume_challenge(&alice, &challenge.id, "vpn")
+            .resume(&alice, &challenge.id, "vpn")
             .await
             .unwrap()
             .is_none(),
         "three answers in all"
     );
     // Expiry after 120 s.
-    let PasswordCheck::Verified(p) = first
-        .verify_password(&alice, ALICE.password.as_bytes())
-        .await
-        .unwrap()
-    else {
-        panic!("alice's password")
-    };
-    let later = first
-        .begin_challenge(&PasswordProof::Verified(p), "vpn")
-        .await
-        .unwrap();
+    let later = first.park(&pending().await, "vpn").await.unwrap();
     f.clock.advance(Duration::from_secs(121));
     assert!(
         second
-            .resume_challenge(&alice, &later.id, "vpn")
+            .resume(&alice, &later.id, "vpn")
             .await
             .unwrap()
             .is_none()
@@ -839,7 +957,10 @@ async fn with_redis_down_no_code_is_accepted() {
     let secret = enroll(&core, "alice").await;
     let c = code(&core, &secret, 0);
     f.redis.as_mut().unwrap().stop();
-    match core.verify_code(&user("alice"), &c).await {
+    match core
+        .verify_code(&user("alice"), &c, &ctx(), Method::Code)
+        .await
+    {
         Err(CoreError::Backend {
             backend: Backend::Store,
             ..

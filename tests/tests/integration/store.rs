@@ -34,6 +34,7 @@ async fn conformance_on_redis() {
     let redis = Redis::start().unwrap();
     let store = connect(&redis, "otpgate:").await;
     conformance::run_all(&store, "redis").await;
+    conformance::corrupt_trusted_records(&store, "redis").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -122,16 +123,16 @@ async fn every_expiring_key_has_a_ttl() {
     let device = TrustedDevice {
         id: "d".into(),
         key_hash: "k".into(),
-        door: "pam".into(),
+        door: otpgate_core::audit::Door::Pam,
         label: "host".into(),
         created_at: T0,
         expires_at: at(7 * 86_400),
     };
-    store.add_trusted(&u, &device, T0).await.unwrap();
+    store.add_trusted(&u, &device, T0, 0).await.unwrap();
     store
         .enqueue_helpdesk(&HelpdeskRequest {
             user: u.clone(),
-            kind: "login-code".into(),
+            kind: otpgate_core::store::HelpdeskKind::LoginCode,
             via: "portal".into(),
             requested_at: T0,
             expires_at: at(3600),

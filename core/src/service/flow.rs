@@ -1,0 +1,753 @@
+//! The login flow: the one place where the order of a login lives. Every door drives
+//! it — RADIUS, PAM direct mode and the portal — and none orders the checks itself.
+//!
+//! ```text
+//!  LoginRequest ──► password side ─────────► state ───────────────► code ──► Accepted
+//!                   · Password: one bind      · locked? refuse        (one atomic
+//!                   · PasswordWithCode:       · trusted device?         store step,
+//!                     split decided first       accept                  lock checked
+//!                     (which tail is a valid  · no factor? the door's   in it)
+//!                     unused code), then        policy: admit/refuse
+//!                     one bind                · else ask for a code ─► NeedCode
+//!                   · Vouched: a lookup                                 (PendingLogin)
+//!                                                   ▲
+//!  PendingLogin + Answer ─► lookup (before anything is consumed) ─┘  continue_login
+//! ```
+//!
+//! - **One bind per request**, wrong or right: in `PasswordWithCode` the split between
+//!   password and code is decided before binding, by checking — without consuming —
+//!   which trailing code-length candidate is a valid unused code of this user.
+//! - **Nothing cut in half**: [`Core::login`] and [`Core::continue_login`] run on a task
+//!   of their own, so a door that stops waiting (a deadline, a closed connection) never
+//!   leaves a consumed code without its audit record or a stored code without its mail.
+//! - **Every decision is audited** here, once: accepts, refusals and backend failures.
+//! - **Sealed**: [`Accepted`] is made only here; [`PendingLogin`] only by the flow and
+//!   by resuming a challenge record; a client's word that it checked the password
+//!   ([`otpgate_config::PasswordVouch`]) only by the configuration that says so.
+
+use std::sync::Arc;
+
+use otpgate_config::PasswordVouch;
+use zeroize::Zeroizing;
+
+use super::Core;
+use super::login::{
+    Accepted, CHALLENGE_MAX_ANSWERS, CHALLENGE_TTL, Challenge, ChallengeData, CodeDelivery,
+    DeviceId, Factor, OtpVerified,
+};
+use crate::audit::{Method, Outcome, RequestContext};
+use crate::directory::{PasswordCheck, UserEntry};
+use crate::error::{CoreError, Refusal};
+use crate::random;
+use crate::store::{CodeSlot, StoreBackend, UserRecord};
+use crate::user::UserName;
+
+/// The texts doors show a user, in one place (the portal shows its own translations
+/// of the same messages).
+pub mod texts {
+    use super::CodeDelivery;
+
+    /// The prompt for a code (RADIUS Access-Challenge, PAM).
+    pub const PROMPT: &str = "One-time password: ";
+    /// The Reply-Message of every RADIUS reject: it reveals nothing.
+    pub const REJECT_MESSAGE: &str = "Authentication failed.";
+
+    /// What the user is told after asking for a code.
+    pub fn delivery(delivery: &CodeDelivery) -> String {
+        match delivery {
+            CodeDelivery::Mailed { masked_address } => {
+                format!("A one-time password was mailed to {masked_address}.")
+            }
+            CodeDelivery::QueuedForHelpdesk => {
+                "No notification address is registered: your request was sent to the helpdesk."
+                    .to_string()
+            }
+        }
+    }
+
+    /// A prompt with a notice before it.
+    pub fn prompt_after(notice: Option<&str>) -> String {
+        match notice {
+            Some(n) => format!("{n}\n{PROMPT}"),
+            None => PROMPT.to_string(),
+        }
+    }
+}
+
+/// The password side of a login, as the door received it.
+pub enum Credential {
+    /// The password alone.
+    Password(Zeroizing<Vec<u8>>),
+    /// The password, perhaps followed by a code or the email keyword (RADIUS `append`
+    /// and `auto`): the flow decides the split before its one bind.
+    PasswordWithCode {
+        value: Zeroizing<Vec<u8>>,
+        keyword: String,
+    },
+    /// The client checked the password (a RADIUS client with
+    /// `password_checked_by_client`, the PAM module in `mode=otp-only`).
+    Vouched(PasswordVouch),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::Password(_) => f.write_str("Password(..)"),
+            Credential::PasswordWithCode { .. } => f.write_str("PasswordWithCode(..)"),
+            Credential::Vouched(v) => write!(f, "Vouched({})", v.by()),
+        }
+    }
+}
+
+/// An answer at the code prompt.
+pub enum Answer {
+    /// A code (app, mailed or helpdesk).
+    Code(Zeroizing<String>),
+    /// The email keyword: mail me a code (or queue a helpdesk request).
+    Keyword,
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Answer::Code(_) => f.write_str("Code(..)"),
+            Answer::Keyword => f.write_str("Keyword"),
+        }
+    }
+}
+
+impl Answer {
+    /// What a user typed at the prompt: the keyword (without case), a code, or nothing.
+    pub fn parse(text: &str, keyword: &str) -> Option<Answer> {
+        let text = text.trim();
+        if text.is_empty() {
+            None
+        } else if !keyword.is_empty() && text.eq_ignore_ascii_case(keyword) {
+            Some(Answer::Keyword)
+        } else {
+            Some(Answer::Code(Zeroizing::new(text.to_string())))
+        }
+    }
+}
+
+/// What a door lets a user with no second factor do (no app, no notification address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoFactor {
+    /// Refused, and told so.
+    Refuse,
+    /// Let in with the password alone (RADIUS `unenrolled = "password-only"`, PAM
+    /// `nullok`, the portal's set-up session): an [`Accepted`] with
+    /// [`Factor::NotEnrolled`], which the door maps as it must.
+    Admit,
+}
+
+/// What the door's protocol and settings allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DoorPolicy {
+    /// A user with no second factor.
+    pub no_factor: NoFactor,
+    /// Whether the door can ask for a code after the password (a challenge, a prompt,
+    /// a page). When it cannot (a RADIUS `append` NAS), a password alone is refused.
+    pub can_ask: bool,
+}
+
+/// One login request.
+#[derive(Debug)]
+pub struct LoginRequest {
+    pub user: UserName,
+    pub ctx: RequestContext,
+    pub credential: Credential,
+    /// A code or the keyword sent with the password side (a vouching client's).
+    pub answer: Option<Answer>,
+    /// This device, for the trusted-device check and to remember after a code.
+    pub device: Option<DeviceId>,
+    /// Remember `device` after a successful code.
+    pub remember: bool,
+    pub policy: DoorPolicy,
+}
+
+/// A later round of a login: the pending state and the user's answer.
+#[derive(Debug)]
+pub struct ContinueRequest {
+    pub pending: PendingLogin,
+    pub answer: Answer,
+    pub ctx: RequestContext,
+    pub device: Option<DeviceId>,
+    pub remember: bool,
+}
+
+/// A login whose password side is proven, waiting for a code. Made only by the flow
+/// (and by resuming a challenge record the flow stored).
+#[derive(Debug, Clone)]
+pub struct PendingLogin {
+    user: UserName,
+    /// The client that vouched for the password, if one did.
+    vouched_by: Option<String>,
+    /// The entry, when this process looked it up in this login; `None` after a round
+    /// through the store (then it is looked up again, before anything is consumed).
+    entry: Option<UserEntry>,
+}
+
+impl PendingLogin {
+    /// The user.
+    pub fn user(&self) -> &UserName {
+        &self.user
+    }
+}
+
+/// What happens next.
+#[derive(Debug)]
+pub enum LoginStep {
+    /// Let the user in.
+    Accepted(Accepted),
+    /// Ask for a code, showing `notice` first if there is one.
+    NeedCode {
+        pending: PendingLogin,
+        notice: Option<CodeDelivery>,
+    },
+    /// The answer is no (audited).
+    Refused(Refusal),
+}
+
+impl Core {
+    /// Runs a login request through the flow, on a task of its own: if the caller stops
+    /// waiting, the flow still runs to its end (state changes and audit included).
+    ///
+    /// # Errors
+    ///
+    /// A backend failure (audited): the door fails closed.
+    pub async fn login(self: &Arc<Self>, request: LoginRequest) -> Result<LoginStep, CoreError> {
+        let core = Arc::clone(self);
+        run_to_completion(async move { core.login_now(request).await }).await
+    }
+
+    /// Runs a later round (an answer to the code prompt) through the flow, on a task of
+    /// its own like [`Core::login`].
+    ///
+    /// # Errors
+    ///
+    /// A backend failure (audited): the door fails closed.
+    pub async fn continue_login(
+        self: &Arc<Self>,
+        request: ContinueRequest,
+    ) -> Result<LoginStep, CoreError> {
+        let core = Arc::clone(self);
+        run_to_completion(async move { core.continue_now(request).await }).await
+    }
+
+    async fn login_now(&self, request: LoginRequest) -> Result<LoginStep, CoreError> {
+        let user = request.user.clone();
+        let ctx = request.ctx.clone();
+        let outcome = self.login_inner(request).await;
+        self.audit_failure(&ctx, &user, &outcome).await;
+        outcome
+    }
+
+    async fn continue_now(&self, request: ContinueRequest) -> Result<LoginStep, CoreError> {
+        let user = request.pending.user.clone();
+        let ctx = request.ctx.clone();
+        let outcome = self.continue_inner(request).await;
+        self.audit_failure(&ctx, &user, &outcome).await;
+        outcome
+    }
+
+    /// A backend failure is audited once, here.
+    async fn audit_failure(
+        &self,
+        ctx: &RequestContext,
+        user: &UserName,
+        outcome: &Result<LoginStep, CoreError>,
+    ) {
+        if let Err(e) = outcome {
+            self.audit(
+                ctx,
+                user.as_str(),
+                Method::Login,
+                Outcome::Error,
+                &e.to_string(),
+            )
+            .await;
+        }
+    }
+
+    async fn login_inner(&self, request: LoginRequest) -> Result<LoginStep, CoreError> {
+        let LoginRequest {
+            user,
+            ctx,
+            credential,
+            answer,
+            device,
+            remember,
+            policy,
+        } = request;
+        let now = self.now();
+        // The user's record, in one round trip, read once for the whole request.
+        let record = self.store.load(&user, now).await?;
+        let (entry, vouched_by, answer) = match credential {
+            Credential::Password(password) => match self.directory_check(&user, &password).await? {
+                Ok(entry) => (entry, None, answer),
+                Err(r) => return Ok(self.refuse(&ctx, &user, Method::Password, r).await),
+            },
+            Credential::PasswordWithCode { value, keyword } => {
+                let (password, tail) = self.split(&user, &value, &keyword, &record).await?;
+                match self.directory_check(&user, &password).await? {
+                    Ok(entry) => (entry, None, tail),
+                    Err(r) => return Ok(self.refuse(&ctx, &user, Method::Password, r).await),
+                }
+            }
+            Credential::Vouched(vouch) => {
+                // The client vouches for the password, not for the directory entry: an
+                // unknown or not activated user is refused before any policy (a PAM
+                // host's `nullok`) could let them in as "not enrolled".
+                match self.lookup(&user).await? {
+                    None => {
+                        return Ok(self
+                            .refuse(&ctx, &user, Method::PasswordByClient, Refusal::UnknownUser)
+                            .await);
+                    }
+                    Some(e) if !e.activated => {
+                        return Ok(self
+                            .refuse(&ctx, &user, Method::PasswordByClient, Refusal::NotActivated)
+                            .await);
+                    }
+                    Some(e) => (e, Some(vouch.by().to_string()), answer),
+                }
+            }
+        };
+        let pending = PendingLogin {
+            user,
+            vouched_by,
+            entry: Some(entry.clone()),
+        };
+        self.after_password(
+            pending,
+            entry,
+            record,
+            answer,
+            &ctx,
+            device.as_ref(),
+            remember,
+            policy,
+        )
+        .await
+    }
+
+    async fn continue_inner(&self, request: ContinueRequest) -> Result<LoginStep, CoreError> {
+        let ContinueRequest {
+            pending,
+            answer,
+            ctx,
+            device,
+            remember,
+        } = request;
+        // The entry first: a directory that is slow or down here costs nothing, since
+        // nothing has been consumed yet.
+        let entry = match pending.entry.clone() {
+            Some(entry) => entry,
+            None => match self.lookup(&pending.user).await? {
+                Some(e) if e.activated => e,
+                Some(_) => {
+                    return Ok(self
+                        .refuse(
+                            &ctx,
+                            &pending.user,
+                            Method::Challenge,
+                            Refusal::NotActivated,
+                        )
+                        .await);
+                }
+                None => {
+                    return Ok(self
+                        .refuse(&ctx, &pending.user, Method::Challenge, Refusal::UnknownUser)
+                        .await);
+                }
+            },
+        };
+        let record = self.store.load(&pending.user, self.now()).await?;
+        let policy = DoorPolicy {
+            no_factor: NoFactor::Refuse,
+            can_ask: true,
+        };
+        self.after_password(
+            pending,
+            entry,
+            record,
+            Some(answer),
+            &ctx,
+            device.as_ref(),
+            remember,
+            policy,
+        )
+        .await
+    }
+
+    /// The order after the password: lock → (a code or the keyword, if given) →
+    /// trusted device → policy for a user with no factor → ask for a code.
+    #[allow(clippy::too_many_arguments)]
+    async fn after_password(
+        &self,
+        pending: PendingLogin,
+        entry: UserEntry,
+        record: UserRecord,
+        answer: Option<Answer>,
+        ctx: &RequestContext,
+        device: Option<&DeviceId>,
+        remember: bool,
+        policy: DoorPolicy,
+    ) -> Result<LoginStep, CoreError> {
+        let user = pending.user.clone();
+        // The lock first: a trusted device skips the code, not the lockout.
+        if let Some(until) = record.locked_until {
+            return Ok(self
+                .refuse(ctx, &user, Method::Password, Refusal::Locked(until))
+                .await);
+        }
+        let version = record.account.as_ref().map_or(0, |a| a.version);
+        match answer {
+            Some(Answer::Keyword) => match self.request_login_code(&user, ctx).await {
+                Ok(delivery) => Ok(LoginStep::NeedCode {
+                    pending,
+                    notice: Some(delivery),
+                }),
+                Err(CoreError::Refused(r)) => Ok(LoginStep::Refused(r)),
+                Err(e) => Err(e),
+            },
+            Some(Answer::Code(code)) => match self.check_login_code(&user, &code, &record).await? {
+                Ok(factor) => {
+                    let remember = device.filter(|_| remember);
+                    self.accept(&pending, entry, factor, ctx, remember, version)
+                        .await
+                }
+                Err(r) => Ok(self.refuse(ctx, &user, Method::Code, r).await),
+            },
+            None => {
+                if let Some(device) = device {
+                    if self.is_trusted_device(&user, device).await? {
+                        return self
+                            .accept(&pending, entry, Factor::TrustedDevice, ctx, None, version)
+                            .await;
+                    }
+                }
+                let account = record.account.as_ref();
+                let has_app = account.is_some_and(|a| a.totp.is_some());
+                let has_address = account.is_some_and(|a| a.notification_address.is_some());
+                if !has_app && !has_address {
+                    return match policy.no_factor {
+                        NoFactor::Admit => {
+                            self.accept(&pending, entry, Factor::NotEnrolled, ctx, None, version)
+                                .await
+                        }
+                        NoFactor::Refuse => Ok(self
+                            .refuse(ctx, &user, Method::Password, Refusal::NotEnrolled)
+                            .await),
+                    };
+                }
+                if !policy.can_ask {
+                    return Ok(self
+                        .refuse(ctx, &user, Method::Code, Refusal::WrongCode)
+                        .await);
+                }
+                Ok(LoginStep::NeedCode {
+                    pending,
+                    notice: None,
+                })
+            }
+        }
+    }
+
+    /// The accept: remembers the device (after a code, if the account is still the one
+    /// the login saw), audits, and makes the [`Accepted`].
+    async fn accept(
+        &self,
+        pending: &PendingLogin,
+        entry: UserEntry,
+        factor: Factor,
+        ctx: &RequestContext,
+        remember: Option<&DeviceId>,
+        account_version: u64,
+    ) -> Result<LoginStep, CoreError> {
+        let user = pending.user.clone();
+        let mut remembered = None;
+        if let (Some(device), true) = (remember, factor.is_code()) {
+            remembered = self.remember_device(&user, device, account_version).await?;
+        }
+        let reason = match &pending.vouched_by {
+            Some(client) => format!("password-by-client ({client}) + {}", factor.method()),
+            None => format!("password + {}", factor.method()),
+        };
+        self.audit(
+            ctx,
+            user.as_str(),
+            factor.method(),
+            Outcome::Accept,
+            &reason,
+        )
+        .await;
+        Ok(LoginStep::Accepted(Accepted::made(
+            user, entry, factor, remembered,
+        )))
+    }
+
+    async fn refuse(
+        &self,
+        ctx: &RequestContext,
+        user: &UserName,
+        method: Method,
+        refusal: Refusal,
+    ) -> LoginStep {
+        self.reject(user.as_str(), ctx, method, &refusal).await;
+        LoginStep::Refused(refusal)
+    }
+
+    /// The one bind: the entry, or the refusal.
+    async fn directory_check(
+        &self,
+        user: &UserName,
+        password: &[u8],
+    ) -> Result<Result<UserEntry, Refusal>, CoreError> {
+        Ok(match self.verify_password(user, password).await? {
+            PasswordCheck::Verified(p) => Ok(p.entry().clone()),
+            PasswordCheck::Refused(r) => Err(r),
+        })
+    }
+
+    /// Checks a password against the directory (one bind).
+    pub async fn verify_password(
+        &self,
+        user: &UserName,
+        password: &[u8],
+    ) -> Result<PasswordCheck, CoreError> {
+        self.directory
+            .verify_password(user, password)
+            .await
+            .map_err(|e| CoreError::backend(crate::Backend::Directory, e.to_string()))
+    }
+
+    /// Where an append-mode value splits, decided before the one bind:
+    ///
+    /// 1. a trailing code-length candidate that is a valid, unused code of this user
+    ///    (checked without consuming anything);
+    /// 2. else the email keyword at the end;
+    /// 3. else a trailing code-shaped candidate all the same (a wrong code is counted as
+    ///    one, never taken as part of the password: guesses meet the lockout), the
+    ///    length the user can have first;
+    /// 4. else the whole value is the password.
+    ///
+    /// So a password that itself ends in 6 or 8 digits, or in the keyword, must be
+    /// followed by a code in `auto` mode (README, "RADIUS").
+    async fn split(
+        &self,
+        user: &UserName,
+        value: &[u8],
+        keyword: &str,
+        record: &UserRecord,
+    ) -> Result<(Zeroizing<Vec<u8>>, Option<Answer>), CoreError> {
+        let totp_len = self.settings.totp.digits as usize;
+        let email_len = self.settings.email_digits as usize;
+        let tail = |n: usize| -> Option<&[u8]> {
+            (n > 0 && value.len() > n)
+                .then(|| value.split_at(value.len() - n).1)
+                .filter(|t| t.iter().all(u8::is_ascii_digit))
+        };
+        let mailed = if tail(email_len).is_some() {
+            self.store
+                .peek_code(user, CodeSlot::Login, self.now())
+                .await?
+        } else {
+            None
+        };
+        let has_app = record.account.as_ref().is_some_and(|a| a.totp.is_some());
+        let lengths = [(totp_len, has_app), (email_len, mailed.is_some())];
+        let cut = |n: usize| {
+            let (head, tail) = value.split_at(value.len() - n);
+            (
+                Zeroizing::new(head.to_vec()),
+                Some(Answer::Code(Zeroizing::new(
+                    String::from_utf8_lossy(tail).into_owned(),
+                ))),
+            )
+        };
+        for (n, _) in lengths {
+            if let Some(t) = tail(n) {
+                let code = String::from_utf8_lossy(t);
+                if self
+                    .is_unused_code(user, &code, record, mailed.as_ref())
+                    .await?
+                {
+                    return Ok(cut(n));
+                }
+            }
+        }
+        let kw = keyword.as_bytes();
+        if !kw.is_empty() && value.len() > kw.len() && value.ends_with(kw) {
+            return Ok((
+                Zeroizing::new(value.split_at(value.len() - kw.len()).0.to_vec()),
+                Some(Answer::Keyword),
+            ));
+        }
+        let shaped = lengths
+            .iter()
+            .find(|(n, has)| *has && tail(*n).is_some())
+            .or_else(|| lengths.iter().find(|(n, _)| tail(*n).is_some()));
+        if let Some((n, _)) = shaped {
+            return Ok(cut(*n));
+        }
+        Ok((Zeroizing::new(value.to_vec()), None))
+    }
+
+    /// A login with a mailed reset link (the portal's reset): one bind, then the link is
+    /// consumed and the app and trusted devices removed, then the accept
+    /// ([`Factor::ResetLink`]), which leads to app set-up. On its own task, like
+    /// [`Core::login`].
+    ///
+    /// # Errors
+    ///
+    /// A backend failure (audited).
+    pub async fn login_with_reset_link(
+        self: &Arc<Self>,
+        user: UserName,
+        password: Zeroizing<Vec<u8>>,
+        token: Zeroizing<String>,
+        ctx: RequestContext,
+    ) -> Result<LoginStep, CoreError> {
+        let core = Arc::clone(self);
+        run_to_completion(async move {
+            let outcome = core.reset_link_inner(&user, &password, &token, &ctx).await;
+            core.audit_failure(&ctx, &user, &outcome).await;
+            outcome
+        })
+        .await
+    }
+
+    async fn reset_link_inner(
+        &self,
+        user: &UserName,
+        password: &[u8],
+        token: &str,
+        ctx: &RequestContext,
+    ) -> Result<LoginStep, CoreError> {
+        let entry = match self.directory_check(user, password).await? {
+            Ok(entry) => entry,
+            Err(r) => return Ok(self.refuse(ctx, user, Method::Password, r).await),
+        };
+        match self.complete_reset(user, token, ctx).await {
+            Ok(()) => {}
+            Err(CoreError::Refused(r)) => return Ok(LoginStep::Refused(r)),
+            Err(e) => return Err(e),
+        }
+        let pending = PendingLogin {
+            user: user.clone(),
+            vouched_by: None,
+            entry: None,
+        };
+        self.accept(&pending, entry, Factor::ResetLink, ctx, None, 0)
+            .await
+    }
+
+    /// A fresh code for a signed-in user (the portal's "add the app to another device"):
+    /// the same atomic check as at login. A refusal is audited as `method`.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure.
+    pub async fn verify_code(
+        &self,
+        user: &UserName,
+        code: &str,
+        ctx: &RequestContext,
+        method: Method,
+    ) -> Result<Result<OtpVerified, Refusal>, CoreError> {
+        let record = self.store.load(user, self.now()).await?;
+        if let Some(until) = record.locked_until {
+            self.reject(user.as_str(), ctx, method, &Refusal::Locked(until))
+                .await;
+            return Ok(Err(Refusal::Locked(until)));
+        }
+        match self.check_login_code(user, code, &record).await? {
+            Ok(factor) => Ok(Ok(OtpVerified::made(user.clone(), factor))),
+            Err(r) => {
+                self.reject(user.as_str(), ctx, method, &r).await;
+                Ok(Err(r))
+            }
+        }
+    }
+
+    /// Whether the user has a second factor (an app or a notification address): the
+    /// portal's set-up session ends when one appears elsewhere.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure.
+    pub async fn has_second_factor(&self, user: &UserName) -> Result<bool, CoreError> {
+        let record = self.store.load(user, self.now()).await?;
+        Ok(record
+            .account
+            .is_some_and(|a| a.totp.is_some() || a.notification_address.is_some()))
+    }
+
+    /// Keeps a pending login in the store under a fresh random id, bound to the client,
+    /// for [`CHALLENGE_TTL`] seconds and [`CHALLENGE_MAX_ANSWERS`] answers, so any
+    /// instance can take the next round.
+    pub async fn park(&self, pending: &PendingLogin, client: &str) -> Result<Challenge, CoreError> {
+        let now = self.now();
+        let id = random::hex_id::<16>(self.random.as_ref())?;
+        let data = ChallengeData {
+            user: pending.user.clone(),
+            client: client.to_string(),
+            by_client: pending.vouched_by.is_some(),
+            created: now,
+        };
+        let bytes = serde_json::to_vec(&data).map_err(|e| CoreError::Internal(e.to_string()))?;
+        self.store
+            .put_challenge(&data.user, &id, &bytes, CHALLENGE_TTL, now)
+            .await?;
+        Ok(Challenge { id })
+    }
+
+    /// Takes a parked login back: counts the answer (at most three), and checks that it
+    /// is the same user through the same client. `None`: no such challenge (expired,
+    /// answered too often, another user's or client's).
+    pub async fn resume(
+        &self,
+        user: &UserName,
+        id: &str,
+        client: &str,
+    ) -> Result<Option<PendingLogin>, CoreError> {
+        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let Some(answer) = self
+            .store
+            .answer_challenge(user, id, CHALLENGE_MAX_ANSWERS, self.now())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let data: ChallengeData = serde_json::from_slice(&answer.data)
+            .map_err(|e| CoreError::Corrupt(format!("challenge record: {e}")))?;
+        if &data.user != user || data.client != client {
+            return Ok(None);
+        }
+        Ok(Some(PendingLogin {
+            user: data.user,
+            vouched_by: data.by_client.then_some(data.client),
+            entry: None,
+        }))
+    }
+
+    /// Ends a challenge (answered, or replaced).
+    pub async fn end_challenge(&self, user: &UserName, id: &str) -> Result<(), CoreError> {
+        Ok(self.store.delete_challenge(user, id).await?)
+    }
+}
+
+/// Runs `work` on a task of its own and waits for it. Dropping the returned future
+/// stops the waiting, not the work.
+async fn run_to_completion<F>(work: F) -> Result<LoginStep, CoreError>
+where
+    F: std::future::Future<Output = Result<LoginStep, CoreError>> + Send + 'static,
+{
+    tokio::spawn(work)
+        .await
+        .map_err(|e| CoreError::Internal(format!("the login task failed: {e}")))?
+}
