@@ -367,7 +367,12 @@ impl Core {
             &code,
             self.settings.email_valid_for / 3600,
         );
-        self.mailer.send(&mail).await?;
+        if let Err(e) = self.mailer.send(&mail).await {
+            // Asking for a new code replaces the outstanding one, mailed or not: if this
+            // one cannot be mailed, none is left.
+            self.store.delete_code(user, CodeSlot::Login).await?;
+            return Err(e);
+        }
         self.issue_code(
             user,
             CodeSlot::Login,

@@ -781,6 +781,11 @@ pub async fn corrupt_trusted_records<S: StoreBackend + CorruptTrusted>(store: &S
     assert!(store.list_trusted(&u, at(3)).await.unwrap().is_empty());
     store.corrupt_trusted(&u).await;
     assert!(store.list_trusted(&u, at(3)).await.unwrap().is_empty());
+    assert_eq!(
+        store.revoke_trusted(&u, None).await.unwrap(),
+        1,
+        "revoking all removes (and counts) an undecodable record too"
+    );
     assert_eq!(store.revoke_trusted(&u, None).await.unwrap(), 0);
 }
 

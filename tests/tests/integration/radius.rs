@@ -167,13 +167,26 @@ pub fn radclient(
     with_ma: bool,
     timeout: u32,
 ) -> RadReply {
+    radclient_tries(addr, secret, attributes, with_ma, 1, timeout)
+}
+
+/// As [`radclient`], sending the same packet up to `tries` times, `timeout` seconds
+/// apart, as a NAS retransmits.
+pub fn radclient_tries(
+    addr: SocketAddr,
+    secret: &str,
+    attributes: &str,
+    with_ma: bool,
+    tries: u32,
+    timeout: u32,
+) -> RadReply {
     let radclient = require_binary("radclient", &["freeradius-utils"]).unwrap();
     let mut input = attributes.to_string();
     if with_ma {
         input.push_str("\nMessage-Authenticator = 0x00\n");
     }
     let mut child = Command::new(radclient)
-        .args(["-x", "-r", "1", "-t", &timeout.to_string()])
+        .args(["-x", "-r", &tries.to_string(), "-t", &timeout.to_string()])
         .arg(addr.to_string())
         .args(["auth", secret])
         .stdin(Stdio::piped())

@@ -128,7 +128,7 @@ async fn every_expiring_key_has_a_ttl() {
         created_at: T0,
         expires_at: at(7 * 86_400),
     };
-    store.add_trusted(&u, &device, T0, 0).await.unwrap();
+    assert!(store.add_trusted(&u, &device, T0, 1).await.unwrap());
     store
         .enqueue_helpdesk(&HelpdeskRequest {
             user: u.clone(),
