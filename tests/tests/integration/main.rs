@@ -3,11 +3,14 @@
 
 mod baseline;
 mod cli;
+mod control;
 mod core_rules;
 mod directory;
 mod harness_selftest;
+mod logs;
 mod mail;
 mod pam;
+mod pam_radius;
 mod portal;
 mod portal_browser;
 mod radius;
