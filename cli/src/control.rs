@@ -205,7 +205,7 @@ fn member_of(uid: u32, gid: u32) -> bool {
         return false;
     };
     match Group::from_gid(Gid::from_raw(gid)) {
-        Ok(Some(group)) => group.mem.iter().any(|m| *m == user.name),
+        Ok(Some(group)) => group.mem.contains(&user.name),
         _ => false,
     }
 }
@@ -252,13 +252,18 @@ pub async fn call(socket: &Path, command: Command) -> Result<Option<Reply>, Fail
     let broken = |e: std::io::Error| {
         Failure::Refused(format!("the control socket {}: {e}", socket.display()))
     };
-    stream.write_all(&line).await.map_err(broken)?;
+    // A refused peer is answered without being read: the server may have closed
+    // before the request is written, and its answer is still there to read.
+    let written = stream.write_all(&line).await;
     let mut answer = Vec::new();
     let limit = u64::try_from(protocol::MAX_RESPONSE_LEN + 1).unwrap_or(u64::MAX);
-    BufReader::new((&mut stream).take(limit))
+    let read = BufReader::new((&mut stream).take(limit))
         .read_until(b'\n', &mut answer)
-        .await
-        .map_err(broken)?;
+        .await;
+    if answer.is_empty() {
+        written.map_err(broken)?;
+        read.map_err(broken)?;
+    }
     match protocol::decode_response(&answer) {
         Ok(Response::Done { reply }) => Ok(Some(reply)),
         Ok(Response::Refused { message }) => Err(Failure::Refused(message)),
