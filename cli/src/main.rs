@@ -3,9 +3,12 @@
 //! 2 usage or configuration error.
 
 mod args;
+mod control;
 mod demo;
+mod logging;
 mod metrics_http;
 mod output;
+mod protocol;
 mod serve;
 mod user;
 
@@ -90,10 +93,7 @@ fn init_logging(args: &Args) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("OTPGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init(filter);
 }
 
 async fn run(args: Args) -> Result<(), Failure> {
@@ -117,19 +117,47 @@ async fn run(args: Args) -> Result<(), Failure> {
             radius_port,
             portal_port,
         } => demo::run(&dir, radius_port, portal_port, json).await,
-        Command::User { command } => {
-            let core = open_core(&args.config).await?;
-            user::user(&core, command, json).await
-        }
-        Command::Helpdesk { command } => {
-            let core = open_core(&args.config).await?;
-            user::helpdesk(&core, command, json).await
-        }
-        Command::Audit { user, since, limit } => {
-            let core = open_core(&args.config).await?;
-            user::audit(&core, user.as_deref(), &since, limit, json).await
-        }
+        cli => admin(&args.config, &cli, json).await,
     }
+}
+
+/// An admin or helpdesk command: through a running server's control socket when one
+/// answers there, else against the store directly.
+async fn admin(config: &std::path::Path, cli: &Command, json: bool) -> Result<(), Failure> {
+    let Some(command) = user::command(cli) else {
+        return Err(Failure::Config("not an admin command".into()));
+    };
+    let through_server = match otpgate_config::control_socket(config)? {
+        Some(socket) => control::call(&socket, command.clone()).await?,
+        None => None,
+    };
+    let reply = match through_server {
+        Some(reply) => reply,
+        None => {
+            let core = open_core(config).await?;
+            user::execute(&core, command, &user::operator()).await?
+        }
+    };
+    if let (
+        Command::User {
+            command: args::UserCommand::Enroll { qr: Some(path), .. },
+        },
+        Some(uri),
+    ) = (cli, &reply.otpauth_uri)
+    {
+        let png = otpgate_core::qr::png(uri, 8)?;
+        std::fs::write(path, png)
+            .map_err(|e| Failure::Refused(format!("cannot write {}: {e}", path.display())))?;
+    }
+    user::print(&reply, json);
+    if let Command::User {
+        command: args::UserCommand::Enroll { qr: Some(path), .. },
+    } = cli
+        && !json
+    {
+        println!("QR code:     {}", path.display());
+    }
+    Ok(())
 }
 
 /// Loads the configuration and opens the core on the real clock and randomness.

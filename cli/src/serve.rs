@@ -5,6 +5,7 @@
 //! For every socket bound, one line goes to stderr whatever the log level:
 //! `listening on radius udp 127.0.0.1:1812` (and `listening on metrics http …`), with
 //! the port the kernel gave, so a supervisor or a test can bind port 0 and read it.
+//! With `[control] socket`, `listening on control unix PATH` comes first.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -60,6 +61,21 @@ pub async fn run_doors(
     }
     let shutdown = CancellationToken::new();
 
+    // Before the RADIUS sockets, so that once those are announced the CLI can use it.
+    let control = match &config.control {
+        Some(control) => {
+            let socket = crate::control::bind(&control.socket).await?;
+            eprintln!("listening on control unix {}", control.socket.display());
+            tracing::info!(path = %control.socket.display(), "listening on control unix");
+            Some(tokio::spawn(crate::control::run(
+                socket,
+                core.clone(),
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
+
     let mut sockets = Vec::with_capacity(radius.listen.len());
     let mut bound = Vec::with_capacity(radius.listen.len());
     for addr in &radius.listen {
@@ -106,6 +122,11 @@ pub async fn run_doors(
     .await;
     shutdown.cancel();
     signals.abort();
+    if let Some(control) = control
+        && let Err(e) = control.await
+    {
+        tracing::error!("control socket task: {e}");
+    }
     if let Some(portal) = portal {
         match portal.await {
             Ok(Ok(())) => {}

@@ -1,4 +1,7 @@
-//! `otpgate user …`, `otpgate helpdesk …`, `otpgate audit`.
+//! `otpgate user …`, `otpgate helpdesk …`, `otpgate audit`: each command as one call of
+//! [`execute`], which makes the core calls and returns what to print. The CLI runs it
+//! itself, or the server runs it for the CLI over the control socket
+//! ([`crate::control`]); either way the output is the same.
 
 use otpgate_core::Core;
 use otpgate_core::audit::{Door, RequestContext};
@@ -6,134 +9,191 @@ use otpgate_core::user::UserName;
 use serde_json::json;
 
 use crate::Failure;
-use crate::args::{EmailCommand, HelpdeskCommand, TrustedCommand, UserCommand};
-use crate::output::print;
+use crate::args::{Command as Cli, EmailCommand, HelpdeskCommand, TrustedCommand, UserCommand};
+use crate::protocol::{Command, Reply};
+
+/// The operator running the CLI as the environment names them (`SUDO_USER`, else
+/// `USER`).
+pub fn operator_name() -> Option<String> {
+    std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .ok()
+}
 
 /// The operator running the CLI, for the audit trail.
-fn operator() -> RequestContext {
-    let who = std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "unknown".into());
-    RequestContext::new(Door::Cli, who)
+pub fn operator() -> RequestContext {
+    RequestContext::new(
+        Door::Cli,
+        operator_name().unwrap_or_else(|| "unknown".into()),
+    )
 }
 
 fn name(user: &str) -> Result<UserName, Failure> {
     UserName::parse(user).map_err(|e| Failure::Refused(format!("{user:?}: {e}")))
 }
 
-pub async fn user(core: &Core, command: UserCommand, json: bool) -> Result<(), Failure> {
-    let ctx = operator();
+/// The admin or helpdesk command on a command line, if it is one.
+pub fn command(cli: &Cli) -> Option<Command> {
+    Some(match cli {
+        Cli::User { command } => match command {
+            UserCommand::Status { user } => Command::UserStatus { user: user.clone() },
+            UserCommand::Enroll { user, .. } => Command::UserEnroll { user: user.clone() },
+            UserCommand::Confirm { user, code } => Command::UserConfirm {
+                user: user.clone(),
+                code: code.clone(),
+            },
+            UserCommand::Reset { user } => Command::UserReset { user: user.clone() },
+            UserCommand::Email {
+                command: EmailCommand::Set { user, address },
+            } => Command::EmailSet {
+                user: user.clone(),
+                address: address.clone(),
+            },
+            UserCommand::Email {
+                command: EmailCommand::Confirm { user, code },
+            } => Command::EmailConfirm {
+                user: user.clone(),
+                code: code.clone(),
+            },
+            UserCommand::Unlock { user } => Command::UserUnlock { user: user.clone() },
+            UserCommand::Trusted {
+                command: TrustedCommand::List { user },
+            } => Command::TrustedList { user: user.clone() },
+            UserCommand::Trusted {
+                command: TrustedCommand::Revoke { user, id },
+            } => Command::TrustedRevoke {
+                user: user.clone(),
+                id: id.clone(),
+            },
+        },
+        Cli::Helpdesk { command } => match command {
+            HelpdeskCommand::List => Command::HelpdeskList,
+            HelpdeskCommand::Issue { user } => Command::HelpdeskIssue { user: user.clone() },
+        },
+        Cli::Audit { user, since, limit } => Command::Audit {
+            user: user.clone(),
+            since: since.clone(),
+            limit: *limit,
+        },
+        _ => return None,
+    })
+}
+
+/// Prints a reply: its JSON values one per line with `--json`, else its text.
+pub fn print(reply: &Reply, json: bool) {
+    if json {
+        for value in &reply.json {
+            crate::output::print(true, value, String::new);
+        }
+    } else {
+        println!("{}", reply.text);
+    }
+}
+
+/// Runs one command against the core as `ctx`'s operator.
+pub async fn execute(
+    core: &Core,
+    command: Command,
+    ctx: &RequestContext,
+) -> Result<Reply, Failure> {
     match command {
-        UserCommand::Status { user } => {
+        Command::HelpdeskList | Command::HelpdeskIssue { .. } => helpdesk(core, command, ctx).await,
+        Command::Audit { user, since, limit } => audit(core, user.as_deref(), &since, limit).await,
+        user_command => user(core, user_command, ctx).await,
+    }
+}
+
+async fn user(core: &Core, command: Command, ctx: &RequestContext) -> Result<Reply, Failure> {
+    Ok(match command {
+        Command::UserStatus { user } => {
             let status = core.status(&name(&user)?).await?;
-            print(json, &status, || {
-                let mut out = format!(
-                    "user:                 {}\nstate:                {}\n",
-                    status.user, status.state
-                );
-                out += &format!(
-                    "locked:               {}\n",
-                    status
-                        .locked_until
-                        .as_deref()
-                        .map_or("no".to_string(), |t| format!("yes, until {t}"))
-                );
-                out += &format!("failures:             {}\n", status.failures);
-                out += &format!(
-                    "notification address: {}\n",
-                    status.notification_address.as_deref().unwrap_or("(none)")
-                );
-                if let Some(p) = &status.pending_address {
-                    out += &format!("pending address:      {p} (awaiting its code)\n");
-                }
-                if let Some(t) = &status.enrolled_at {
-                    out += &format!("app enrolled at:      {t}\n");
-                }
-                out += &format!("trusted devices:      {}", status.trusted_devices);
-                out
-            });
-        }
-        UserCommand::Enroll { user, qr } => {
-            let enrollment = core.enroll(&name(&user)?, &ctx).await?;
-            if let Some(path) = &qr {
-                let png = otpgate_core::qr::png(&enrollment.otpauth_uri, 8)?;
-                std::fs::write(path, png).map_err(|e| {
-                    Failure::Refused(format!("cannot write {}: {e}", path.display()))
-                })?;
+            let mut out = format!(
+                "user:                 {}\nstate:                {}\n",
+                status.user, status.state
+            );
+            out += &format!(
+                "locked:               {}\n",
+                status
+                    .locked_until
+                    .as_deref()
+                    .map_or("no".to_string(), |t| format!("yes, until {t}"))
+            );
+            out += &format!("failures:             {}\n", status.failures);
+            out += &format!(
+                "notification address: {}\n",
+                status.notification_address.as_deref().unwrap_or("(none)")
+            );
+            if let Some(p) = &status.pending_address {
+                out += &format!("pending address:      {p} (awaiting its code)\n");
             }
+            if let Some(t) = &status.enrolled_at {
+                out += &format!("app enrolled at:      {t}\n");
+            }
+            out += &format!("trusted devices:      {}", status.trusted_devices);
+            Reply::one(to_json(&status)?, out)
+        }
+        Command::UserEnroll { user } => {
+            let enrollment = core.enroll(&name(&user)?, ctx).await?;
             let terminal = otpgate_core::qr::terminal(&enrollment.otpauth_uri)?;
-            print(json, &enrollment, || {
-                let mut out = format!(
-                    "{terminal}\nsecret:      {}\notpauth URI: {}\n",
-                    enrollment.secret, enrollment.otpauth_uri
-                );
-                if let Some(path) = &qr {
-                    out += &format!("QR code:     {}\n", path.display());
-                }
-                if let Some(w) = &enrollment.warning {
-                    out += &format!("warning:     {w}\n");
-                }
-                out += &format!(
-                    "Scan it, then: otpgate user confirm {} CODE",
-                    enrollment.user
-                );
-                out
-            });
-        }
-        UserCommand::Confirm { user, code } => {
-            let user = name(&user)?;
-            core.confirm_enrollment(&user, &code, &ctx).await?;
-            print(
-                json,
-                &json!({"user": user.as_str(), "state": "app-enrolled"}),
-                || format!("{user}: app enrolled"),
+            let mut out = format!(
+                "{terminal}\nsecret:      {}\notpauth URI: {}\n",
+                enrollment.secret, enrollment.otpauth_uri
             );
-        }
-        UserCommand::Reset { user } => {
-            let user = name(&user)?;
-            core.reset(&user, &ctx).await?;
-            print(json, &json!({"user": user.as_str(), "reset": true}), || {
-                format!("{user}: app and trusted devices removed; the user can enroll again")
-            });
-        }
-        UserCommand::Email {
-            command: EmailCommand::Set { user, address },
-        } => {
-            let user = name(&user)?;
-            let masked = core.set_address(&user, &address, &ctx).await?;
-            print(
-                json,
-                &json!({"user": user.as_str(), "confirmation_sent_to": masked}),
-                || {
-                    format!(
-                        "{user}: a confirmation code was mailed to {masked}; then: otpgate user email confirm {user} CODE"
-                    )
-                },
+            if let Some(w) = &enrollment.warning {
+                out += &format!("warning:     {w}\n");
+            }
+            out += &format!(
+                "Scan it, then: otpgate user confirm {} CODE",
+                enrollment.user
             );
+            Reply {
+                otpauth_uri: Some(enrollment.otpauth_uri.clone()),
+                ..Reply::one(to_json(&enrollment)?, out)
+            }
         }
-        UserCommand::Email {
-            command: EmailCommand::Confirm { user, code },
-        } => {
+        Command::UserConfirm { user, code } => {
             let user = name(&user)?;
-            let (address, _proof) = core.confirm_address(&user, &code, &ctx).await?;
-            print(
-                json,
-                &json!({"user": user.as_str(), "notification_address": address}),
-                || format!("{user}: notification address is now {address}"),
-            );
+            core.confirm_enrollment(&user, &code, ctx).await?;
+            Reply::one(
+                json!({"user": user.as_str(), "state": "app-enrolled"}),
+                format!("{user}: app enrolled"),
+            )
         }
-        UserCommand::Unlock { user } => {
+        Command::UserReset { user } => {
             let user = name(&user)?;
-            core.unlock(&user, &ctx).await?;
-            print(
-                json,
-                &json!({"user": user.as_str(), "locked": false}),
-                || format!("{user}: unlocked"),
-            );
+            core.reset(&user, ctx).await?;
+            Reply::one(
+                json!({"user": user.as_str(), "reset": true}),
+                format!("{user}: app and trusted devices removed; the user can enroll again"),
+            )
         }
-        UserCommand::Trusted {
-            command: TrustedCommand::List { user },
-        } => {
+        Command::EmailSet { user, address } => {
+            let user = name(&user)?;
+            let masked = core.set_address(&user, &address, ctx).await?;
+            Reply::one(
+                json!({"user": user.as_str(), "confirmation_sent_to": masked}),
+                format!(
+                    "{user}: a confirmation code was mailed to {masked}; then: otpgate user email confirm {user} CODE"
+                ),
+            )
+        }
+        Command::EmailConfirm { user, code } => {
+            let user = name(&user)?;
+            let (address, _proof) = core.confirm_address(&user, &code, ctx).await?;
+            Reply::one(
+                json!({"user": user.as_str(), "notification_address": address}),
+                format!("{user}: notification address is now {address}"),
+            )
+        }
+        Command::UserUnlock { user } => {
+            let user = name(&user)?;
+            core.unlock(&user, ctx).await?;
+            Reply::one(
+                json!({"user": user.as_str(), "locked": false}),
+                format!("{user}: unlocked"),
+            )
+        }
+        Command::TrustedList { user } => {
             let user = name(&user)?;
             let devices = core.trusted_devices(&user).await?;
             let rows: Vec<_> = devices
@@ -143,45 +203,54 @@ pub async fn user(core: &Core, command: UserCommand, json: bool) -> Result<(), F
                            "created_at": d.created_at.to_rfc3339(), "expires_at": d.expires_at.to_rfc3339()})
                 })
                 .collect();
-            print(
-                json,
-                &json!({"user": user.as_str(), "devices": rows}),
-                || {
-                    if devices.is_empty() {
-                        return format!("{user}: no trusted devices");
-                    }
-                    devices
-                        .iter()
-                        .map(|d| {
-                            format!(
-                                "{}  {:<7} {:<40} until {}",
-                                d.id,
-                                d.door,
-                                d.label,
-                                d.expires_at.to_rfc3339()
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                },
-            );
+            let text = if devices.is_empty() {
+                format!("{user}: no trusted devices")
+            } else {
+                devices
+                    .iter()
+                    .map(|d| {
+                        format!(
+                            "{}  {:<7} {:<40} until {}",
+                            d.id,
+                            d.door,
+                            d.label,
+                            d.expires_at.to_rfc3339()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            Reply::one(json!({"user": user.as_str(), "devices": rows}), text)
         }
-        UserCommand::Trusted {
-            command: TrustedCommand::Revoke { user, id },
-        } => {
+        Command::TrustedRevoke { user, id } => {
             let user = name(&user)?;
-            let n = core.revoke_trusted(&user, id.as_deref(), &ctx).await?;
-            print(json, &json!({"user": user.as_str(), "revoked": n}), || {
-                format!("{user}: {n} trusted device(s) revoked")
-            });
+            let n = core.revoke_trusted(&user, id.as_deref(), ctx).await?;
+            Reply::one(
+                json!({"user": user.as_str(), "revoked": n}),
+                format!("{user}: {n} trusted device(s) revoked"),
+            )
         }
-    }
-    Ok(())
+        Command::HelpdeskList | Command::HelpdeskIssue { .. } | Command::Audit { .. } => {
+            return Err(Failure::Config("not a user command".into()));
+        }
+    })
 }
 
-pub async fn helpdesk(core: &Core, command: HelpdeskCommand, json: bool) -> Result<(), Failure> {
-    match command {
-        HelpdeskCommand::List => {
+fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, Failure> {
+    serde_json::to_value(value).map_err(|e| Failure::Refused(format!("cannot print JSON: {e}")))
+}
+
+async fn helpdesk(core: &Core, command: Command, ctx: &RequestContext) -> Result<Reply, Failure> {
+    Ok(match command {
+        Command::HelpdeskIssue { user } => {
+            let issued = core.helpdesk_issue(&name(&user)?, ctx).await?;
+            let text = format!(
+                "one-time password for {}: {}  (valid until {}, single use)\nRead it to the caller only after checking their identity.",
+                issued.user, issued.otp, issued.expires_at
+            );
+            Reply::one(to_json(&issued)?, text)
+        }
+        _ => {
             let queue = core.helpdesk_queue().await?;
             let rows: Vec<_> = queue
                 .iter()
@@ -190,10 +259,9 @@ pub async fn helpdesk(core: &Core, command: HelpdeskCommand, json: bool) -> Resu
                                 "requested_at": r.requested_at.to_rfc3339()})
                 })
                 .collect();
-            print(json, &json!({"requests": rows}), || {
-                if queue.is_empty() {
-                    return "the helpdesk queue is empty".into();
-                }
+            let text = if queue.is_empty() {
+                "the helpdesk queue is empty".into()
+            } else {
                 queue
                     .iter()
                     .map(|r| {
@@ -207,52 +275,47 @@ pub async fn helpdesk(core: &Core, command: HelpdeskCommand, json: bool) -> Resu
                     })
                     .collect::<Vec<_>>()
                     .join("\n")
-            });
+            };
+            Reply::one(json!({"requests": rows}), text)
         }
-        HelpdeskCommand::Issue { user } => {
-            let issued = core.helpdesk_issue(&name(&user)?, &operator()).await?;
-            print(json, &issued, || {
-                format!(
-                    "one-time password for {}: {}  (valid until {}, single use)\nRead it to the caller only after checking their identity.",
-                    issued.user, issued.otp, issued.expires_at
-                )
-            });
-        }
-    }
-    Ok(())
+    })
 }
 
-pub async fn audit(
+async fn audit(
     core: &Core,
     user: Option<&str>,
     since: &str,
     limit: usize,
-    json: bool,
-) -> Result<(), Failure> {
+) -> Result<Reply, Failure> {
     let window = otpgate_config::duration::parse_duration(since)
         .map_err(|e| Failure::Config(format!("--since: {e}")))?;
     let since = otpgate_core::clock::Timestamp(core.now().0.saturating_sub(window.as_secs()));
     let user = user.map(name).transpose()?;
     let records = core.audit_records(since, user.as_ref(), limit).await?;
-    if json {
-        for r in &records {
-            print(true, r, String::new);
-        }
-    } else if records.is_empty() {
-        println!("no audit records");
+    let text = if records.is_empty() {
+        "no audit records".to_string()
     } else {
-        for r in &records {
-            println!(
-                "{} {:<7} {:<20} {:<16} {:<8} {} ({})",
-                r.time,
-                r.door.as_str(),
-                r.user,
-                r.method,
-                r.result,
-                r.reason,
-                r.client
-            );
-        }
-    }
-    Ok(())
+        records
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {:<7} {:<20} {:<16} {:<8} {} ({})",
+                    r.time,
+                    r.door.as_str(),
+                    r.user,
+                    r.method,
+                    r.result,
+                    r.reason,
+                    r.client
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let json = records.iter().map(to_json).collect::<Result<_, _>>()?;
+    Ok(Reply {
+        json,
+        text,
+        otpauth_uri: None,
+    })
 }

@@ -83,6 +83,7 @@ pub struct Config {
     pub pam: Option<PamConfig>,
     pub portal: Option<PortalConfig>,
     pub metrics: Option<MetricsConfig>,
+    pub control: Option<ControlConfig>,
 }
 
 /// The sections every use of the core needs, borrowed from a [`Config`].
@@ -388,6 +389,28 @@ pub struct MetricsConfig {
     pub listen: SocketAddr,
 }
 
+/// `[control]`: the local socket through which the CLI asks a running server.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// The Unix socket `otpgate serve` listens on (created 0660, owned by the server's
+    /// user and group); relative paths are relative to the configuration file.
+    pub socket: PathBuf,
+}
+
+/// The control socket named by the file at `path`, read without validating anything
+/// else (no secret is read): the CLI asks a running server through it, and an
+/// operator who may use the socket need not be able to read the server's secrets.
+pub fn control_socket(path: &Path) -> Result<Option<PathBuf>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        key: None,
+        message: format!("cannot read the configuration: {e}"),
+    })?;
+    let raw = parse_raw(&text, path)?;
+    Ok(raw.control.map(|c| validate::relative_to(path, &c.socket)))
+}
+
 /// Loads and validates a file with the default options.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     load_with(path, &LoadOptions::default())
@@ -406,7 +429,12 @@ pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<Config, ConfigError>
 
 /// Validates configuration text; `path` names it in errors and anchors relative paths.
 pub fn parse_str(text: &str, path: &Path, opts: &LoadOptions) -> Result<Config, ConfigError> {
-    let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
+    validate::validate(parse_raw(text, path)?, text, path, opts)
+}
+
+/// Stage one only: the TOML into the raw structs.
+fn parse_raw(text: &str, path: &Path) -> Result<raw::RawConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| {
         let line = e.span().map(|span| {
             text.get(..span.start)
                 .map_or(1, |head| head.matches('\n').count() + 1)
@@ -417,8 +445,7 @@ pub fn parse_str(text: &str, path: &Path, opts: &LoadOptions) -> Result<Config, 
             key: None,
             message: e.message().trim().to_string(),
         }
-    })?;
-    validate::validate(raw, text, path, opts)
+    })
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ pub struct RawConfig {
     pub pam: Option<RawPam>,
     pub portal: Option<RawPortal>,
     pub metrics: Option<RawMetrics>,
+    pub control: Option<RawControl>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -205,4 +206,10 @@ pub struct RawPortal {
 #[serde(deny_unknown_fields)]
 pub struct RawMetrics {
     pub listen: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawControl {
+    pub socket: PathBuf,
 }

@@ -81,11 +81,7 @@ impl Ctx<'_> {
 
     /// Relative paths are read from the configuration file's folder.
     fn path(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.path.parent().unwrap_or(Path::new(".")).join(p)
-        }
+        relative_to(self.path, p)
     }
 
     fn secret(
@@ -185,7 +181,19 @@ pub(crate) fn validate(
                 })
             })
             .transpose()?,
+        control: raw.control.map(|c| ControlConfig {
+            socket: cx.path(&c.socket),
+        }),
     })
+}
+
+/// `p` as written in the file at `config`: relative paths are relative to its directory.
+pub(crate) fn relative_to(config: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        config.parent().unwrap_or(Path::new(".")).join(p)
+    }
 }
 
 fn directory(cx: &Ctx<'_>, d: raw::RawDirectory) -> Result<DirectoryConfig, ConfigError> {

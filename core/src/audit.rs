@@ -227,7 +227,18 @@ impl AuditLog {
                 return;
             }
         };
-        tracing::info!(target: "otpgate::audit", "{line}");
+        // The fields are for structured sinks (journald: OTPGATE_AUDIT_USER, …); text
+        // logs show the JSON line alone.
+        tracing::info!(
+            target: "otpgate::audit",
+            audit_user = %record.user,
+            audit_door = record.door.as_str(),
+            audit_client = %record.client,
+            audit_method = %record.method,
+            audit_result = %record.result,
+            audit_reason = %record.reason,
+            "{line}"
+        );
         if let Some((path, lock)) = &self.file {
             let _guard = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let written = std::fs::OpenOptions::new()

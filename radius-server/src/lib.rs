@@ -14,6 +14,8 @@
 //! - [`handler`]: the decision for one request (modes, challenge, email keyword,
 //!   trusted devices, reply attributes), over the core; no sockets.
 //! - [`metrics`]: metric names and descriptions.
+//! - [`warnings`]: per-key rate limits for warnings an operator must see (a client
+//!   whose requests lack the Message-Authenticator its entry requires).
 #![forbid(unsafe_code)]
 #![recursion_limit = "256"]
 
@@ -22,6 +24,7 @@ pub mod dedup;
 pub mod handler;
 pub mod metrics;
 pub mod server;
+pub mod warnings;
 
 pub use clients::{ClientTable, ClientTableError};
 pub use server::{ServerError, ServerOptions, run};

@@ -47,7 +47,7 @@ use otpgate_radius_proto::attr::{
     TUNNEL_TYPE_VLAN,
 };
 use otpgate_radius_proto::codec::MAX_PACKET_LEN;
-use otpgate_radius_proto::{Code, VerifiedRequest, encode_reply};
+use otpgate_radius_proto::{Code, RequestError, VerifiedRequest, encode_reply};
 use tokio::net::UdpSocket;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
@@ -59,6 +59,7 @@ use crate::clients::{Client, ClientTable};
 use crate::dedup::{self, Begin, DedupCache, DedupKey, Pending};
 use crate::handler::{self, Decision, REJECT_MESSAGE, ReplyAttribute};
 use crate::metrics as m;
+use crate::warnings::{MISSING_MESSAGE_AUTHENTICATOR_EVERY, RateLimited};
 
 /// How often, at most, packets from unknown sources are logged (each is counted).
 const UNKNOWN_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -233,6 +234,24 @@ impl UnknownSources {
     }
 }
 
+/// A client's requests are dropped because they carry no Message-Authenticator while
+/// its entry requires one (the default). Many clients send none (Debian 12's
+/// pam_radius_auth among them): say which client and what to set.
+fn warn_missing_message_authenticator(client: &str, from: SocketAddr, suppressed: u64) {
+    tracing::warn!(
+        client,
+        source = %from,
+        suppressed,
+        "radius: dropped a request from client `{client}` without Message-Authenticator, \
+         which its entry requires; this client does not send one. To accept its requests, \
+         set `require_message_authenticator = false` in its [[radius.clients]] entry: its \
+         requests are then protected only by the shared secret, and someone on the path \
+         can forge replies to it (BlastRADIUS, CVE-2024-3596), so do this only for a \
+         client on a trusted network (loopback, a management VLAN). Logged at most once a \
+         minute per client; `suppressed` counts the drops since the last warning"
+    );
+}
+
 async fn receive_loop(
     socket: Arc<UdpSocket>,
     shared: Arc<Shared>,
@@ -245,6 +264,7 @@ async fn receive_loop(
         next_log: Instant::now(),
         suppressed: 0,
     };
+    let mut missing_ma = RateLimited::new(MISSING_MESSAGE_AUTHENTICATOR_EVERY);
     loop {
         let (len, from) = tokio::select! {
             biased;
@@ -269,6 +289,15 @@ async fn receive_loop(
             client.config.require_message_authenticator,
         ) {
             Ok(r) => r,
+            Err(RequestError::MessageAuthenticatorMissing) => {
+                counter!(m::DROPPED, "reason" => "message_authenticator_missing").increment(1);
+                if let Some(suppressed) =
+                    missing_ma.note(&client.config.name, Instant::now().into_std())
+                {
+                    warn_missing_message_authenticator(&client.config.name, from, suppressed);
+                }
+                continue;
+            }
             Err(e) => {
                 counter!(m::DROPPED, "reason" => e.kind()).increment(1);
                 tracing::debug!(client = %client.config.name, source = %from, reason = e.kind(), "radius: dropped an invalid packet");

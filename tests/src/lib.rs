@@ -45,6 +45,8 @@
 //!   the inner PAP to otpgate, configured with the fragments in `packaging/freeradius/`.
 //! - [`baseline`]: [`FreeRadiusBaseline`], FreeRADIUS doing otpgate's append-mode work
 //!   with rlm_ldap and rlm_totp, the yardstick of the load bench.
+//! - [`readme`]: [`readme_block`], a set-up block of the README marked for tests, and
+//!   [`substitute`], which fills in its placeholders (failing when one is gone).
 //! - [`artifacts`]: the `otpgate` binary and `pam_otpgate.so`, built once per test run.
 //! - [`binary`]: [`require_binary`], which turns a missing server into a failure that
 //!   names the install command; never a silent skip.
@@ -75,6 +77,7 @@ pub mod pam;
 pub mod portal;
 pub mod ports;
 mod process;
+pub mod readme;
 pub mod redis;
 pub mod serve;
 pub mod slapd;
@@ -93,11 +96,12 @@ pub use fault::{FaultProxy, LdapOp};
 pub use freeradius::{FreeRadiusFront, FrontOptions};
 pub use mail::Mail;
 pub use pam::{
-    PAM_RADIUS_SECRET, PamBackends, PamResult, PamRun, PamSession, PamStack, pamtester,
-    spawn_pamtester,
+    PAM_RADIUS_SECRET, PamBackends, PamResult, PamRun, PamSession, PamStack,
+    pam_radius_auth_module, pamtester, spawn_pamtester,
 };
 pub use ports::{free_tcp_port, free_udp_port};
 pub use process::{READY_TIMEOUT, wait_until};
+pub use readme::{readme_block, substitute};
 pub use redis::{Redis, RedisCluster, RedisSentinel, Resp};
 pub use serve::{OtpgateServe, radius_section, write_radius_secret};
 pub use slapd::{Slapd, SlapdOptions};

@@ -65,6 +65,19 @@ impl PamStack {
             .map_err(|e| HarnessError::io(format!("writing {}", path.display()), e))
     }
 
+    /// Writes service `name` with the given `auth` lines as they are, then pam_permit
+    /// for account and session.
+    pub fn service_with_auth(&self, name: &str, auth: &str) -> Result<()> {
+        let text = format!(
+            "{}\naccount required {SECURITY_DIR}/pam_permit.so\n\
+             session required {SECURITY_DIR}/pam_permit.so\n",
+            auth.trim_end()
+        );
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text)
+            .map_err(|e| HarnessError::io(format!("writing {}", path.display()), e))
+    }
+
     /// The environment that makes libpam read this directory.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
@@ -76,6 +89,26 @@ impl PamStack {
             ),
         ]
     }
+}
+
+/// Debian's `pam_radius_auth.so` (package libpam-radius-auth), wherever the package
+/// put it.
+pub fn pam_radius_auth_module() -> Result<std::path::PathBuf> {
+    ["/lib", "/usr/lib"]
+        .iter()
+        .flat_map(|root| {
+            [
+                format!("{root}/x86_64-linux-gnu/security/pam_radius_auth.so"),
+                format!("{root}/aarch64-linux-gnu/security/pam_radius_auth.so"),
+                format!("{root}/security/pam_radius_auth.so"),
+            ]
+        })
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or_else(|| HarnessError::MissingBinary {
+            name: "pam_radius_auth.so".into(),
+            packages: "libpam-radius-auth".into(),
+        })
 }
 
 /// pam_wrapper (1.1) gives each process that starts PAM a runtime directory

@@ -3,12 +3,15 @@
 
 mod baseline;
 mod cli;
+mod control;
 mod core_rules;
 mod directory;
 mod flow;
 mod harness_selftest;
+mod logs;
 mod mail;
 mod pam;
+mod pam_radius;
 mod portal;
 mod portal_browser;
 mod radius;
