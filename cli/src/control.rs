@@ -12,7 +12,7 @@
 //! One request per connection, in the [`crate::protocol`] format, with a deadline.
 
 use std::io::ErrorKind;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,7 +61,14 @@ pub async fn bind(path: &Path) -> Result<ControlSocket, Failure> {
             path.display()
         ))
     };
-    if std::fs::symlink_metadata(path).is_ok() {
+    if let Ok(existing) = std::fs::symlink_metadata(path) {
+        // Never remove anything but a socket: a mistyped path must not cost a file.
+        if !existing.file_type().is_socket() {
+            return Err(Failure::Config(format!(
+                "control: {} exists and is not a socket",
+                path.display()
+            )));
+        }
         if UnixStream::connect(path).await.is_ok() {
             return Err(Failure::Config(format!(
                 "control: another otpgate serve answers on {}",

@@ -210,3 +210,26 @@ fn a_peer_neither_root_nor_in_the_group_is_refused() {
         server.log()
     );
 }
+
+#[test]
+fn a_socket_path_that_names_another_file_stops_the_server_and_keeps_the_file() {
+    let slapd = Slapd::start().unwrap();
+    let config = ConfigBuilder::new(&slapd)
+        .extra(&radius_section("append", "10ms"))
+        .extra("[control]\nsocket = \"otpgate.toml\"\n")
+        .write()
+        .unwrap();
+    write_radius_secret(config.dir(), SECRET).unwrap();
+    let before = config.contents().unwrap();
+    let out = Command::new(otpgate_binary().unwrap())
+        .arg("--config")
+        .arg(config.path())
+        .arg("serve")
+        .env_remove("OTPGATE_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("exists and is not a socket"), "{stderr}");
+    assert_eq!(config.contents().unwrap(), before, "the file is untouched");
+}
