@@ -120,7 +120,11 @@ pub async fn run(socket: ControlSocket, core: Arc<Core>, shutdown: CancellationT
 }
 
 /// Checks the peer, reads one request, runs it, answers.
-async fn serve_one(mut stream: UnixStream, core: &Core, (server_uid, socket_gid): (u32, u32)) {
+async fn serve_one(
+    mut stream: UnixStream,
+    core: &Arc<Core>,
+    (server_uid, socket_gid): (u32, u32),
+) {
     let response = match stream.peer_cred() {
         Err(e) => Response::Refused {
             message: format!("the control socket cannot tell who you are: {e}"),
@@ -174,20 +178,22 @@ async fn read_request(read: impl AsyncRead + Unpin) -> Result<Request, String> {
 }
 
 /// Runs an admitted request as its operator.
-async fn run_request(core: &Core, request: Request, uid: u32) -> Response {
+async fn run_request(core: &Arc<Core>, request: Request, uid: u32) -> Response {
     let ctx = RequestContext::new(Door::Cli, operator(uid, request.operator));
-    match tokio::time::timeout(
-        COMMAND_TIMEOUT,
-        crate::user::execute(core, request.command, &ctx),
-    )
-    .await
-    {
+    // The command runs on a task of its own: the deadline stops the waiting, never the
+    // command halfway (a reset, say, between its account save and its revocations).
+    let core = Arc::clone(core);
+    let command = tokio::spawn(async move { crate::user::execute(&core, request.command, &ctx).await });
+    match tokio::time::timeout(COMMAND_TIMEOUT, command).await {
         Err(_) => Response::Refused {
-            message: "the command took longer than 60 s".into(),
+            message: "the command took longer than 60 s; it goes on in the server".into(),
         },
-        Ok(Ok(reply)) => Response::Done { reply },
-        Ok(Err(Failure::Refused(message))) => Response::Refused { message },
-        Ok(Err(Failure::Config(message))) => Response::Usage { message },
+        Ok(Err(e)) => Response::Refused {
+            message: format!("the command failed: {e}"),
+        },
+        Ok(Ok(Ok(reply))) => Response::Done { reply },
+        Ok(Ok(Err(Failure::Refused(message)))) => Response::Refused { message },
+        Ok(Ok(Err(Failure::Config(message)))) => Response::Usage { message },
     }
 }
 
