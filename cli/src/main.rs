@@ -4,6 +4,7 @@
 
 mod args;
 mod demo;
+mod health;
 mod metrics_http;
 mod output;
 mod serve;
@@ -98,13 +99,16 @@ fn init_logging(args: &Args) {
 async fn run(args: Args) -> Result<(), Failure> {
     let json = args.json;
     match args.command {
-        Command::CheckConfig => {
+        Command::CheckConfig { connect } => {
             let config = otpgate_config::load(&args.config)?;
             output::print(
                 json,
                 &serde_json::json!({"config": config.path, "valid": true}),
                 || format!("{}: valid", config.path.display()),
             );
+            if connect {
+                check_connections(&config, json).await?;
+            }
             Ok(())
         }
         Command::Serve => {
@@ -128,6 +132,41 @@ async fn run(args: Args) -> Result<(), Failure> {
             let core = open_core(&args.config).await?;
             user::audit(&core, user.as_deref(), &since, limit, json).await
         }
+    }
+}
+
+/// `check-config --connect`: one line per backend; refused (exit 1) if any failed.
+async fn check_connections(config: &otpgate_config::Config, json: bool) -> Result<(), Failure> {
+    let core = Core::open_with(
+        config,
+        Arc::new(SystemClock),
+        Arc::new(OsRandom),
+        otpgate_core::store::Connect::Lazily,
+    )
+    .await?;
+    let lines = health::lines(&core.probe(true, true).await);
+    let failed: Vec<&str> = lines
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|(n, _)| *n)
+        .collect();
+    for (name, result) in &lines {
+        let value = match result {
+            Ok(()) => serde_json::json!({"backend": name, "ok": true}),
+            Err(e) => serde_json::json!({"backend": name, "ok": false, "error": e}),
+        };
+        output::print(json, &value, || match result {
+            Ok(()) => format!("{name}: ok"),
+            Err(e) => format!("{name}: FAILED: {e}"),
+        });
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Refused(format!(
+            "cannot use {}",
+            failed.join(", ")
+        )))
     }
 }
 

@@ -30,7 +30,14 @@ pub async fn serve(config: Config) -> Result<(), Failure> {
             config.path.display()
         )));
     }
-    let core = Core::open(&config, Arc::new(SystemClock), Arc::new(OsRandom)).await?;
+    // LDAP and Redis may come up after otpgate (a power cut): connect on first use.
+    let core = Core::open_with(
+        &config,
+        Arc::new(SystemClock),
+        Arc::new(OsRandom),
+        otpgate_core::store::Connect::Lazily,
+    )
+    .await?;
     run_doors(config, Arc::new(core), |_| {}).await
 }
 
@@ -76,6 +83,12 @@ pub async fn run_doors(
         eprintln!("listening on metrics http {local}");
         tracing::info!(address = %local, "listening on metrics http");
     }
+
+    let probe = crate::health::at_start(&core).await;
+    if let Some(e) = crate::health::unsuitable_store(&probe) {
+        return Err(Failure::Config(format!("{}: {e}", config.path.display())));
+    }
+    crate::health::spawn(core.clone(), probe, shutdown.clone());
 
     let portal = match &config.portal {
         Some(p) => Some(start_portal(&config, p, core.clone(), shutdown.clone()).await?),

@@ -260,11 +260,8 @@ async fn receive_loop(
             unknown.note(from, Instant::now());
             continue;
         };
-        let request = match VerifiedRequest::verify(
-            datagram,
-            &client.secret,
-            client.config.require_message_authenticator,
-        ) {
+        let request = match VerifiedRequest::verify_with(datagram, &client.secret, client.policy())
+        {
             Ok(r) => r,
             Err(e) => {
                 counter!(m::DROPPED, "reason" => e.kind()).increment(1);

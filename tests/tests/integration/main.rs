@@ -1,6 +1,7 @@
 //! The one otpgate integration-test binary: each module tests one area against real
 //! servers started by the `otpgate-tests` harness.
 
+mod backends;
 mod baseline;
 mod cli;
 mod core_rules;
@@ -11,6 +12,7 @@ mod pam;
 mod portal;
 mod portal_browser;
 mod radius;
+mod radius_strict;
 mod ssh;
 mod store;
 mod wifi;
