@@ -199,16 +199,16 @@ impl Redis {
             extra.extend(["--tls-auth-clients", "no"].map(String::from));
         }
         if !self.options.users.is_empty() {
+            // Each rule its own argument: redis-server joins the words after `--user`.
             let (name, password) = Self::ADMIN;
-            extra.extend([
-                "--user".into(),
-                format!("{name} on >{password} ~* &* +@all"),
-                "--user".into(),
-                "default off".into(),
-            ]);
-            for (user, rules) in &self.options.users {
+            let admin = format!("{name} on >{password} ~* &* +@all");
+            let users = std::iter::once(admin.as_str())
+                .chain(std::iter::once("default off"))
+                .map(String::from)
+                .chain(self.options.users.iter().map(|(u, r)| format!("{u} {r}")));
+            for user in users.collect::<Vec<_>>() {
                 extra.push("--user".into());
-                extra.push(format!("{user} {rules}"));
+                extra.extend(user.split_whitespace().map(String::from));
             }
         }
         extra.extend(self.options.extra.iter().cloned());

@@ -123,8 +123,8 @@ fn check_config_stays_offline_and_connect_probes_each_backend() {
 /// The ACL the README documents for otpgate's Redis user, with `PASSWORD`.
 fn documented_acl(password: &str) -> String {
     format!(
-        "on >{password} ~otpgate:* resetchannels -@all +ping +role +info +client|setinfo \
-         +config|get +evalsha +eval +script|load +get +set +del +expire +ttl +incr \
+        "on >{password} ~otpgate:* resetchannels -@all +ping +role +info +config|get \
+         +evalsha +eval +script|load +get +set +del +expire +ttl +incr \
          +hget +hset +hdel +hmget +hgetall +hlen +hincrby +hvals +zadd +zrangebyscore \
          +zremrangebyscore"
     )

@@ -6,6 +6,7 @@ mod baseline;
 mod cli;
 mod core_rules;
 mod directory;
+mod faults;
 mod harness_selftest;
 mod mail;
 mod pam;
