@@ -25,7 +25,11 @@ pub enum Command {
     /// Run the RADIUS server (and the portal and metrics, when configured) until SIGTERM; SIGHUP reloads the RADIUS clients.
     Serve,
     /// Validate the configuration; errors name the file, line and key.
-    CheckConfig,
+    CheckConfig {
+        /// Also probe LDAP (service bind), Redis (PING, server settings, script load) and SMTP (EHLO, STARTTLS where configured), one line each; exit 1 if any fails.
+        #[arg(long)]
+        connect: bool,
+    },
     /// Run a self-contained demo: embedded store, a users file, a demo user; nothing else needed.
     Demo {
         /// Where the demo keeps its files (created if missing).

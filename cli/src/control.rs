@@ -120,11 +120,7 @@ pub async fn run(socket: ControlSocket, core: Arc<Core>, shutdown: CancellationT
 }
 
 /// Checks the peer, reads one request, runs it, answers.
-async fn serve_one(
-    mut stream: UnixStream,
-    core: &Arc<Core>,
-    (server_uid, socket_gid): (u32, u32),
-) {
+async fn serve_one(mut stream: UnixStream, core: &Arc<Core>, (server_uid, socket_gid): (u32, u32)) {
     let response = match stream.peer_cred() {
         Err(e) => Response::Refused {
             message: format!("the control socket cannot tell who you are: {e}"),
@@ -183,7 +179,8 @@ async fn run_request(core: &Arc<Core>, request: Request, uid: u32) -> Response {
     // The command runs on a task of its own: the deadline stops the waiting, never the
     // command halfway (a reset, say, between its account save and its revocations).
     let core = Arc::clone(core);
-    let command = tokio::spawn(async move { crate::user::execute(&core, request.command, &ctx).await });
+    let command =
+        tokio::spawn(async move { crate::user::execute(&core, request.command, &ctx).await });
     match tokio::time::timeout(COMMAND_TIMEOUT, command).await {
         Err(_) => Response::Refused {
             message: "the command took longer than 60 s; it goes on in the server".into(),

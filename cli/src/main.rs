@@ -5,6 +5,7 @@
 mod args;
 mod control;
 mod demo;
+mod health;
 mod logging;
 mod metrics_http;
 mod output;
@@ -99,13 +100,16 @@ fn init_logging(args: &Args) {
 async fn run(args: Args) -> Result<(), Failure> {
     let json = args.json;
     match args.command {
-        Command::CheckConfig => {
+        Command::CheckConfig { connect } => {
             let config = otpgate_config::load(&args.config)?;
             output::print(
                 json,
                 &serde_json::json!({"config": config.path, "valid": true}),
                 || format!("{}: valid", config.path.display()),
             );
+            if connect {
+                check_connections(&config, json).await?;
+            }
             Ok(())
         }
         Command::Serve => {
@@ -158,6 +162,42 @@ async fn admin(config: &std::path::Path, cli: &Command, json: bool) -> Result<()
         println!("QR code:     {}", path.display());
     }
     Ok(())
+}
+
+/// `check-config --connect`: one line per backend; refused (exit 1) if any failed.
+async fn check_connections(config: &otpgate_config::Config, json: bool) -> Result<(), Failure> {
+    let core = Core::open_with(
+        config,
+        CoreConfig::from_config(config),
+        Arc::new(SystemClock),
+        Arc::new(OsRandom),
+        otpgate_core::store::Connect::Lazily,
+    )
+    .await?;
+    let lines = health::lines(&core.probe(true, true).await);
+    let failed: Vec<&str> = lines
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|(n, _)| *n)
+        .collect();
+    for (name, result) in &lines {
+        let value = match result {
+            Ok(()) => serde_json::json!({"backend": name, "ok": true}),
+            Err(e) => serde_json::json!({"backend": name, "ok": false, "error": e}),
+        };
+        output::print(json, &value, || match result {
+            Ok(()) => format!("{name}: ok"),
+            Err(e) => format!("{name}: FAILED: {e}"),
+        });
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Refused(format!(
+            "cannot use {}",
+            failed.join(", ")
+        )))
+    }
 }
 
 /// Loads the configuration and opens the core on the real clock and randomness.

@@ -32,10 +32,18 @@ pub async fn serve(config: Config) -> Result<(), Failure> {
             config.path.display()
         )));
     }
-    // Reset links point at the portal this server runs, if it runs one.
+    // Reset links point at the portal this server runs, if it runs one. LDAP and Redis
+    // may come up after otpgate (a power cut): connect on first use.
     let settings = CoreConfig::from_config(&config)
         .reset_links_at(config.portal.as_ref().map(|p| p.public_url.clone()));
-    let core = Core::open(&config, settings, Arc::new(SystemClock), Arc::new(OsRandom)).await?;
+    let core = Core::open_with(
+        &config,
+        settings,
+        Arc::new(SystemClock),
+        Arc::new(OsRandom),
+        otpgate_core::store::Connect::Lazily,
+    )
+    .await?;
     run_doors(config, Arc::new(core), |_| {}).await
 }
 
@@ -96,6 +104,12 @@ pub async fn run_doors(
         eprintln!("listening on metrics http {local}");
         tracing::info!(address = %local, "listening on metrics http");
     }
+
+    let probe = crate::health::at_start(&core).await;
+    if let Some(e) = crate::health::unsuitable_store(&probe) {
+        return Err(Failure::Config(format!("{}: {e}", config.path.display())));
+    }
+    crate::health::spawn(core.clone(), probe, shutdown.clone());
 
     let portal = match &config.portal {
         Some(p) => Some(start_portal(&config, p, core.clone(), shutdown.clone()).await?),

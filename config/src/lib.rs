@@ -150,14 +150,49 @@ pub struct LdapConfig {
 /// Where second-factor state lives.
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
-    Redis {
-        target: RedisTarget,
-        key_prefix: String,
-        /// Bound on every store operation.
-        timeout: Duration,
-    },
+    Redis(RedisConfig),
     /// redb, single process: one host and the demo.
-    Embedded { path: PathBuf, key_prefix: String },
+    Embedded {
+        path: PathBuf,
+        key_prefix: String,
+    },
+}
+
+/// A Redis store: where, how to authenticate, and what the server must guarantee.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub target: RedisTarget,
+    pub key_prefix: String,
+    /// Bound on every store operation.
+    pub timeout: Duration,
+    /// Credentials for the data nodes (standalone, cluster nodes, the sentinels' master).
+    pub auth: RedisAuth,
+    /// PEM certificates to trust for `rediss://` instead of the system's roots.
+    pub tls_ca: Option<Vec<u8>>,
+    /// Refuse a server without AOF persistence instead of warning.
+    pub require_persistence: bool,
+}
+
+impl RedisConfig {
+    /// A plain configuration: no credentials, system roots, persistence only warned
+    /// about (tests and tools that point at one URL).
+    pub fn plain(target: RedisTarget, key_prefix: &str, timeout: Duration) -> Self {
+        Self {
+            target,
+            key_prefix: key_prefix.into(),
+            timeout,
+            auth: RedisAuth::default(),
+            tls_ca: None,
+            require_persistence: false,
+        }
+    }
+}
+
+/// Redis ACL credentials (`AUTH [username] password`); none when `password` is `None`.
+#[derive(Debug, Clone, Default)]
+pub struct RedisAuth {
+    pub username: Option<String>,
+    pub password: Option<SecretBytes>,
 }
 
 /// Which Redis deployment.
@@ -168,6 +203,8 @@ pub enum RedisTarget {
     Sentinel {
         master_name: String,
         urls: Vec<String>,
+        /// Credentials for the sentinels (the master uses [`RedisConfig::auth`]).
+        auth: RedisAuth,
     },
 }
 
@@ -310,6 +347,10 @@ pub struct RadiusClient {
     /// in an otpgate vendor attribute: for pam_otpgate hosts, which map it to their
     /// PAM result. Never shown to users; off for NASes.
     pub reject_reasons: bool,
+    /// Drop a request with Proxy-State but no Message-Authenticator (BlastRADIUS;
+    /// FreeRADIUS's `limit_proxy_state`). Matters only when
+    /// `require_message_authenticator` is off.
+    pub limit_proxy_state: bool,
 }
 
 /// A door's configured word that an earlier step checked the password: a RADIUS client

@@ -62,6 +62,10 @@ pub struct RawDirectory {
 pub struct RawSentinel {
     pub master_name: String,
     pub urls: Vec<String>,
+    /// Credentials for the sentinels themselves (the master takes `[store]`'s).
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,6 +78,11 @@ pub struct RawStore {
     pub key_prefix: Option<String>,
     pub path: Option<PathBuf>,
     pub timeout: Option<String>,
+    pub tls_ca_file: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+    pub require_persistence: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,6 +176,7 @@ pub struct RawRadiusClient {
     pub password_checked_by_client: Option<bool>,
     pub trust_calling_station: Option<bool>,
     pub reject_reasons: Option<bool>,
+    pub limit_proxy_state: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

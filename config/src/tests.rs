@@ -188,6 +188,58 @@ fn store_needs_exactly_one_target() {
 }
 
 #[test]
+fn redis_credentials_come_from_files_and_tls_from_rediss() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = parse(
+        dir.path(),
+        "[store]\nkind = \"redis\"\nurl = \"redis://otp:pw@127.0.0.1:6379/0\"\n",
+    )
+    .unwrap_err();
+    assert!(err.message.contains("password_file"), "{err}");
+    let err = parse(
+        dir.path(),
+        "[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1\"\nusername = \"otp\"\n",
+    )
+    .unwrap_err();
+    assert!(err.message.contains("password_file"), "{err}");
+    let err = parse(
+        dir.path(),
+        "[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1\"\ntls_ca_file = \"ca.pem\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("store.tls_ca_file"), "{err}");
+
+    write(
+        dir.path(),
+        "ca.pem",
+        b"-----BEGIN CERTIFICATE-----\n",
+        0o644,
+    );
+    write(dir.path(), "redis.secret", b"pw\n", 0o600);
+    write(dir.path(), "sentinel.secret", b"spw\n", 0o600);
+    let c = parse(
+        dir.path(),
+        "[store]\nkind = \"redis\"\nusername = \"otp\"\npassword_file = \"redis.secret\"\n\
+         tls_ca_file = \"ca.pem\"\nrequire_persistence = true\n\
+         sentinel = { master_name = \"m\", urls = [\"rediss://127.0.0.1:26379\"], \
+         username = \"watch\", password_file = \"sentinel.secret\" }\n",
+    )
+    .unwrap();
+    let Some(StoreConfig::Redis(r)) = &c.store else {
+        panic!("{:?}", c.store)
+    };
+    assert_eq!(r.auth.username.as_deref(), Some("otp"));
+    assert_eq!(r.auth.password.as_ref().unwrap().expose(), b"pw");
+    assert!(r.tls_ca.is_some() && r.require_persistence);
+    let RedisTarget::Sentinel { auth, .. } = &r.target else {
+        panic!("{:?}", r.target)
+    };
+    assert_eq!(auth.username.as_deref(), Some("watch"));
+    assert_eq!(auth.password.as_ref().unwrap().expose(), b"spw");
+    assert!(!format!("{c:?}").contains("spw"), "Debug shows no secret");
+}
+
+#[test]
 fn pam_server_mode_needs_servers_and_secret() {
     let dir = tempfile::tempdir().unwrap();
     let err = parse(dir.path(), "[pam]\nbackend = \"server\"\n").unwrap_err();

@@ -331,27 +331,78 @@ fn store(cx: &Ctx<'_>, s: raw::RawStore) -> Result<StoreConfig, ConfigError> {
                 return Err(cx.err(S, None, Some("path"), "`path` is for kind = \"embedded\""));
             }
             let check = |url: &String| {
-                if url.starts_with("redis://") || url.starts_with("rediss://") {
-                    Ok(())
-                } else {
-                    Err(format!("`{url}` is not a redis:// or rediss:// URL"))
+                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                    return Err(format!("`{url}` is not a redis:// or rediss:// URL"));
                 }
+                // A password in the URL would sit in the main file (SPEC §4).
+                let userinfo = url
+                    .split_once("://")
+                    .and_then(|(_, rest)| rest.split('/').next())
+                    .and_then(|authority| authority.rsplit_once('@'))
+                    .map(|(info, _)| info);
+                if userinfo.is_some_and(|i| i.contains(':')) {
+                    return Err(format!(
+                        "`{url}` carries a password; use `username` and `password_file` (or `password_env`)"
+                    ));
+                }
+                Ok(())
             };
+            let redis_auth = |cx: &Ctx<'_>,
+                              key: &str,
+                              username: Option<String>,
+                              file: Option<&PathBuf>,
+                              env: Option<&String>|
+             -> Result<RedisAuth, ConfigError> {
+                let password = cx.secret(S, None, key, file, env)?;
+                if username.is_some() && password.is_none() {
+                    return Err(cx.err(
+                        S,
+                        None,
+                        Some(key),
+                        "`username` needs `password_file` (or `password_env`)",
+                    ));
+                }
+                Ok(RedisAuth { username, password })
+            };
+            let auth = redis_auth(
+                cx,
+                "password_file",
+                s.username,
+                s.password_file.as_ref(),
+                s.password_env.as_ref(),
+            )?;
+            // Checks every URL under `key`; whether any speaks TLS.
+            let check_all = |urls: &[String], key: &str| -> Result<bool, ConfigError> {
+                let mut tls = false;
+                for u in urls {
+                    check(u).map_err(|m| cx.err(S, None, Some(key), m))?;
+                    tls |= u.starts_with("rediss://");
+                }
+                Ok(tls)
+            };
+            let tls;
             let target = match (s.url, s.cluster_urls, s.sentinel) {
                 (Some(url), None, None) => {
-                    check(&url).map_err(|m| cx.err(S, None, Some("url"), m))?;
+                    tls = check_all(std::slice::from_ref(&url), "url")?;
                     RedisTarget::Standalone(url)
                 }
                 (None, Some(urls), None) if !urls.is_empty() => {
-                    for u in &urls {
-                        check(u).map_err(|m| cx.err(S, None, Some("cluster_urls"), m))?;
-                    }
+                    tls = check_all(&urls, "cluster_urls")?;
                     RedisTarget::Cluster(urls)
                 }
                 (None, None, Some(sentinel)) if !sentinel.urls.is_empty() => {
+                    tls = check_all(&sentinel.urls, "sentinel")?;
+                    let sentinel_auth = redis_auth(
+                        cx,
+                        "sentinel",
+                        sentinel.username,
+                        sentinel.password_file.as_ref(),
+                        sentinel.password_env.as_ref(),
+                    )?;
                     RedisTarget::Sentinel {
                         master_name: sentinel.master_name,
                         urls: sentinel.urls,
+                        auth: sentinel_auth,
                     }
                 }
                 _ => {
@@ -363,14 +414,42 @@ fn store(cx: &Ctx<'_>, s: raw::RawStore) -> Result<StoreConfig, ConfigError> {
                     ));
                 }
             };
-            Ok(StoreConfig::Redis {
+            let tls_ca = match &s.tls_ca_file {
+                None => None,
+                Some(_) if !tls => {
+                    return Err(cx.err(S, None, Some("tls_ca_file"), "is for rediss:// URLs only"));
+                }
+                Some(p) => {
+                    let path = cx.path(p);
+                    Some(std::fs::read(&path).map_err(|e| {
+                        cx.err(
+                            S,
+                            None,
+                            Some("tls_ca_file"),
+                            format!("cannot read {}: {e}", path.display()),
+                        )
+                    })?)
+                }
+            };
+            Ok(StoreConfig::Redis(RedisConfig {
                 target,
                 key_prefix,
                 timeout: cx.duration(S, "timeout", s.timeout.as_ref(), DEFAULT_STORE_TIMEOUT)?,
-            })
+                auth,
+                tls_ca,
+                require_persistence: s.require_persistence.unwrap_or(false),
+            }))
         }
         "embedded" => {
-            if s.url.is_some() || s.cluster_urls.is_some() || s.sentinel.is_some() {
+            if s.url.is_some()
+                || s.cluster_urls.is_some()
+                || s.sentinel.is_some()
+                || s.tls_ca_file.is_some()
+                || s.username.is_some()
+                || s.password_file.is_some()
+                || s.password_env.is_some()
+                || s.require_persistence.is_some()
+            {
                 return Err(cx.err(S, None, Some("kind"), "an embedded store takes only `path`"));
             }
             let path = cx.required(S, "path", s.path)?;
@@ -683,6 +762,7 @@ fn radius(cx: &Ctx<'_>, r: raw::RawRadius) -> Result<RadiusConfig, ConfigError> 
             password_checked_by_client: c.password_checked_by_client.unwrap_or(false),
             trust_calling_station: c.trust_calling_station.unwrap_or(false),
             reject_reasons: c.reject_reasons.unwrap_or(false),
+            limit_proxy_state: c.limit_proxy_state.unwrap_or(true),
         });
     }
     let mut groups = Vec::with_capacity(r.groups.len());

@@ -39,4 +39,4 @@ pub mod store;
 pub mod user;
 
 pub use error::{Backend, CoreError, Refusal};
-pub use service::Core;
+pub use service::{Core, Probe};

@@ -73,6 +73,25 @@ impl Mailer {
         !matches!(self, Mailer::None)
     }
 
+    /// Connects, says EHLO (and STARTTLS, logs in, where configured) and quits, within
+    /// the timeout; `None` when there is no SMTP server to probe.
+    pub async fn probe(&self) -> Option<Result<(), String>> {
+        let Mailer::Smtp {
+            transport, timeout, ..
+        } = self
+        else {
+            return None;
+        };
+        Some(
+            match tokio::time::timeout(*timeout, transport.test_connection()).await {
+                Ok(Ok(true)) => Ok(()),
+                Ok(Ok(false)) => Err("the server did not answer NOOP".into()),
+                Ok(Err(e)) => Err(format!("SMTP: {e}")),
+                Err(_) => Err(format!("SMTP timed out after {timeout:?}")),
+            },
+        )
+    }
+
     /// Sends one message, bounded by the timeout.
     pub async fn send(&self, mail: &Mail) -> Result<(), CoreError> {
         match self {

@@ -23,6 +23,8 @@ fuzz_target!(|data: &[u8]| {
         );
         assert!(request.user_password().is_none_or(|p| p.len() <= 128));
         assert!(!required || request.had_message_authenticator());
+        // `verify` limits Proxy-State: none without a Message-Authenticator.
+        assert!(request.had_message_authenticator() || request.proxy_states().count() == 0);
         let _ = (request.has_chap(), request.has_eap(), request.has_mschap());
         let _ = request.proxy_states().count();
 

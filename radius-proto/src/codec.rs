@@ -157,6 +157,13 @@ pub enum DecodeError {
     /// The packet carries more than [`MAX_ATTRIBUTES`] attributes.
     #[error("more than {MAX_ATTRIBUTES} attributes")]
     TooManyAttributes,
+    /// An attribute has type 0, which RFC 2865 leaves unassigned and no sender
+    /// may use; FreeRADIUS drops such packets too ("Invalid attribute 0").
+    #[error("attribute at offset {offset} has type 0")]
+    AttributeTypeZero {
+        /// Offset of the attribute in the packet.
+        offset: usize,
+    },
 }
 
 impl DecodeError {
@@ -171,6 +178,7 @@ impl DecodeError {
             Self::AttributeTooShort { .. } => "attribute_too_short",
             Self::AttributeOverrun { .. } => "attribute_overrun",
             Self::TooManyAttributes => "too_many_attributes",
+            Self::AttributeTypeZero { .. } => "attribute_type_zero",
         }
     }
 }
@@ -213,6 +221,9 @@ pub enum EncodeError {
         /// The attribute type.
         typ: u8,
     },
+    /// An attribute of type 0, which [`decode`] refuses; a caller bug.
+    #[error("attribute type 0 is not valid")]
+    AttributeTypeZero,
     /// The HMAC implementation refused the shared secret. Cannot happen for a
     /// [`crate::Secret`] built by its constructor; kept so no path panics.
     #[error("the shared secret was refused by HMAC-MD5")]
@@ -254,6 +265,9 @@ pub fn decode(datagram: &[u8]) -> Result<Packet, DecodeError> {
         let (Some(typ), Some(attr_len)) = (body.u8(), body.u8()) else {
             return Err(DecodeError::AttributeOverrun { offset });
         };
+        if typ == 0 {
+            return Err(DecodeError::AttributeTypeZero { offset });
+        }
         let value_len =
             usize::from(attr_len)
                 .checked_sub(2)
@@ -287,6 +301,9 @@ pub fn decode(datagram: &[u8]) -> Result<Packet, DecodeError> {
 pub fn encode(packet: &Packet) -> Result<Vec<u8>, EncodeError> {
     if packet.attributes.len() > MAX_ATTRIBUTES {
         return Err(EncodeError::TooManyAttributes);
+    }
+    if packet.attributes.iter().any(|a| a.typ == 0) {
+        return Err(EncodeError::AttributeTypeZero);
     }
     if let Some(a) = packet
         .attributes
@@ -455,6 +472,19 @@ mod tests {
     }
 
     #[test]
+    fn refuses_attribute_type_0() {
+        // A well-framed attribute of type 0 after a valid User-Name.
+        assert_eq!(
+            decode(&with_attrs(1, &[1, 3, b'a', 0, 4, 1, 2])),
+            Err(DecodeError::AttributeTypeZero { offset: 23 })
+        );
+        assert_eq!(
+            decode(&with_attrs(1, &[0, 2])),
+            Err(DecodeError::AttributeTypeZero { offset: 20 })
+        );
+    }
+
+    #[test]
     fn accepts_empty_attributes() {
         let p = decode(&with_attrs(1, &[24, 2])).unwrap();
         assert_eq!(p.first(24), Some(&[][..]));
@@ -492,6 +522,7 @@ mod tests {
             .kind(),
             DecodeError::AttributeOverrun { offset: 0 }.kind(),
             DecodeError::TooManyAttributes.kind(),
+            DecodeError::AttributeTypeZero { offset: 0 }.kind(),
         ];
         let set: std::collections::HashSet<_> = kinds.iter().collect();
         assert_eq!(set.len(), kinds.len());
@@ -535,6 +566,14 @@ mod tests {
         assert_eq!(
             encode(&packet(big)),
             Err(EncodeError::PacketTooLong { len: 4355 })
+        );
+        let zero = Attribute {
+            typ: 0,
+            value: vec![1],
+        };
+        assert_eq!(
+            encode(&packet(vec![zero])),
+            Err(EncodeError::AttributeTypeZero)
         );
     }
 

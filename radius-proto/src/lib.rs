@@ -85,4 +85,4 @@ pub use exchange::{
     encode_status_server,
 };
 pub use password::PasswordError;
-pub use request::{RequestError, VerifiedRequest, encode_reply};
+pub use request::{Policy, RequestError, VerifiedRequest, encode_reply};

@@ -52,6 +52,12 @@ pub enum RequestError {
     /// or because the request is Status-Server (RFC 5997).
     #[error("Message-Authenticator is required but absent")]
     MessageAuthenticatorMissing,
+    /// The request carries Proxy-State but no Message-Authenticator, and the
+    /// client's policy limits Proxy-State (BlastRADIUS: an attacker's chosen
+    /// Proxy-State is what makes the MD5 collision fit; FreeRADIUS's
+    /// `limit_proxy_state`).
+    #[error("Proxy-State without Message-Authenticator")]
+    ProxyStateWithoutMessageAuthenticator,
     /// Message-Authenticator is not 16 bytes long.
     #[error("Message-Authenticator is not 16 bytes")]
     MessageAuthenticatorLength,
@@ -75,10 +81,35 @@ impl RequestError {
             Self::NotARequest(_) => "not_a_request",
             Self::DuplicateAttribute { .. } => "duplicate_attribute",
             Self::MessageAuthenticatorMissing => "message_authenticator_missing",
+            Self::ProxyStateWithoutMessageAuthenticator => {
+                "proxy_state_without_message_authenticator"
+            }
             Self::MessageAuthenticatorLength => "message_authenticator_length",
             Self::MessageAuthenticatorInvalid => "message_authenticator_invalid",
             Self::EmptyUserName => "empty_user_name",
             Self::Password(e) => e.kind(),
+        }
+    }
+}
+
+/// A client's Message-Authenticator policy, for [`VerifiedRequest::verify_with`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Drop every request without Message-Authenticator (BlastRADIUS,
+    /// CVE-2024-3596). Status-Server always needs one (RFC 5997).
+    pub require_message_authenticator: bool,
+    /// Drop a request that carries Proxy-State but no Message-Authenticator,
+    /// even when Message-Authenticator is not required (FreeRADIUS's
+    /// `limit_proxy_state`).
+    pub limit_proxy_state: bool,
+}
+
+impl Default for Policy {
+    /// The strict policy: both checks on.
+    fn default() -> Self {
+        Self {
+            require_message_authenticator: true,
+            limit_proxy_state: true,
         }
     }
 }
@@ -95,15 +126,7 @@ pub struct VerifiedRequest {
 }
 
 impl VerifiedRequest {
-    /// Decodes and checks one datagram from a known client.
-    ///
-    /// In order: strict decoding; the code is Access-Request or Status-Server;
-    /// no duplicate User-Name, User-Password, State, Calling-Station-Id,
-    /// NAS-Identifier or Message-Authenticator; the Message-Authenticator, if
-    /// present, is 16 bytes and correct, and if absent the request is refused
-    /// when `require_message_authenticator` is set or the code is
-    /// Status-Server; User-Name, if present, is not empty (at most 253 bytes
-    /// by framing); User-Password, if present, is well formed and is unhidden.
+    /// [`VerifiedRequest::verify_with`] with `limit_proxy_state` on.
     ///
     /// # Errors
     ///
@@ -112,6 +135,35 @@ impl VerifiedRequest {
         datagram: &[u8],
         secret: &Secret,
         require_message_authenticator: bool,
+    ) -> Result<Self, RequestError> {
+        Self::verify_with(
+            datagram,
+            secret,
+            Policy {
+                require_message_authenticator,
+                limit_proxy_state: true,
+            },
+        )
+    }
+
+    /// Decodes and checks one datagram from a known client.
+    ///
+    /// In order: strict decoding; the code is Access-Request or Status-Server;
+    /// no duplicate User-Name, User-Password, State, Calling-Station-Id,
+    /// NAS-Identifier or Message-Authenticator; the Message-Authenticator, if
+    /// present, is 16 bytes and correct, and if absent the request is refused
+    /// when `require_message_authenticator` is set or the code is
+    /// Status-Server, or when it carries Proxy-State and `limit_proxy_state`
+    /// is set; User-Name, if present, is not empty (at most 253 bytes
+    /// by framing); User-Password, if present, is well formed and is unhidden.
+    ///
+    /// # Errors
+    ///
+    /// The first check that failed, as a [`RequestError`].
+    pub fn verify_with(
+        datagram: &[u8],
+        secret: &Secret,
+        policy: Policy,
     ) -> Result<Self, RequestError> {
         let packet = decode(datagram)?;
         if !packet.code.is_request() {
@@ -131,9 +183,12 @@ impl VerifiedRequest {
                 Err(MaFault::WrongLength) => return Err(RequestError::MessageAuthenticatorLength),
                 Err(MaFault::Mismatch) => return Err(RequestError::MessageAuthenticatorInvalid),
             };
-        let required = require_message_authenticator || packet.code == Code::StatusServer;
+        let required = policy.require_message_authenticator || packet.code == Code::StatusServer;
         if required && !had_message_authenticator {
             return Err(RequestError::MessageAuthenticatorMissing);
+        }
+        if policy.limit_proxy_state && !had_message_authenticator && packet.count(PROXY_STATE) > 0 {
+            return Err(RequestError::ProxyStateWithoutMessageAuthenticator);
         }
         if packet.first(USER_NAME).is_some_and(<[u8]>::is_empty) {
             return Err(RequestError::EmptyUserName);

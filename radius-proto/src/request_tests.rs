@@ -238,6 +238,46 @@ fn verified_with_proxy_states() -> VerifiedRequest {
 }
 
 #[test]
+fn proxy_state_without_message_authenticator_is_refused_unless_the_client_allows_it() {
+    let datagram = unsigned(
+        Code::AccessRequest,
+        vec![attr(USER_NAME, b"carol"), attr(PROXY_STATE, b"p")],
+    );
+    let lax = Policy {
+        require_message_authenticator: false,
+        limit_proxy_state: false,
+    };
+    let limited = Policy {
+        limit_proxy_state: true,
+        ..lax
+    };
+    let e = VerifiedRequest::verify_with(&datagram, &secret(), limited).unwrap_err();
+    assert_eq!(e, RequestError::ProxyStateWithoutMessageAuthenticator);
+    assert_eq!(e.kind(), "proxy_state_without_message_authenticator");
+    // `verify` limits Proxy-State whatever Message-Authenticator policy it is given.
+    assert_eq!(
+        VerifiedRequest::verify(&datagram, &secret(), false).unwrap_err(),
+        RequestError::ProxyStateWithoutMessageAuthenticator
+    );
+    let r = VerifiedRequest::verify_with(&datagram, &secret(), lax).unwrap();
+    assert_eq!(r.proxy_states().collect::<Vec<_>>(), vec![&b"p"[..]]);
+    // Without Proxy-State, or with a Message-Authenticator, the limit does not bite.
+    let plain = unsigned(Code::AccessRequest, vec![attr(USER_NAME, b"carol")]);
+    assert!(VerifiedRequest::verify_with(&plain, &secret(), limited).is_ok());
+    let with_ma = signed(vec![attr(USER_NAME, b"carol"), attr(PROXY_STATE, b"p")]);
+    assert!(VerifiedRequest::verify_with(&with_ma, &secret(), limited).is_ok());
+}
+
+#[test]
+fn attribute_type_0_is_refused_before_anything_else() {
+    let mut datagram = signed(vec![attr(USER_NAME, b"carol")]);
+    datagram.extend_from_slice(&[0, 3, 0]);
+    let len = u16::try_from(datagram.len()).unwrap().to_be_bytes();
+    datagram[2..4].copy_from_slice(&len);
+    assert_eq!(verify(&datagram).unwrap_err().kind(), "attribute_type_zero");
+}
+
+#[test]
 fn proxy_states_keep_their_order() {
     let r = verified_with_proxy_states();
     let states: Vec<&[u8]> = r.proxy_states().collect();

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use otpgate_config::RadiusClient;
-use otpgate_radius_proto::Secret;
+use otpgate_radius_proto::{Policy, Secret};
 
 /// One client, ready for use: its configuration and its secret in the codec's type.
 pub struct Client {
@@ -21,6 +21,16 @@ pub struct Client {
     pub config: RadiusClient,
     /// The shared secret, converted once (not per datagram).
     pub secret: Secret,
+}
+
+impl Client {
+    /// The Message-Authenticator and Proxy-State policy that decoding applies.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            require_message_authenticator: self.config.require_message_authenticator,
+            limit_proxy_state: self.config.limit_proxy_state,
+        }
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -113,6 +123,7 @@ mod tests {
             password_checked_by_client: false,
             trust_calling_station: false,
             reject_reasons: false,
+            limit_proxy_state: true,
         }
     }
 

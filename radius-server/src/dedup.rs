@@ -71,7 +71,10 @@ struct Entry {
 struct Inner {
     map: HashMap<DedupKey, Entry>,
     /// Expiry order. An entry whose expiry moved later (completed) has a second,
-    /// later element here; the earlier one is skipped when it comes up.
+    /// later element here, and a forgotten entry leaves its element behind; such
+    /// stale elements are skipped when they come up, and swept out whenever they
+    /// outnumber the map (see [`Inner::push_order`]), so this holds at most about
+    /// twice the capacity however often requests are forgotten.
     order: VecDeque<(Instant, DedupKey)>,
 }
 
@@ -125,7 +128,7 @@ impl DedupCache {
                 expires,
             },
         );
-        inner.order.push_back((expires, key));
+        inner.push_order(expires, key, self.capacity);
         Begin::Fresh(Pending {
             cache: Arc::clone(self),
             key,
@@ -143,7 +146,7 @@ impl DedupCache {
                 expires,
             },
         );
-        inner.order.push_back((expires, key));
+        inner.push_order(expires, key, self.capacity);
     }
 
     fn forget(&self, key: &DedupKey) {
@@ -168,9 +171,28 @@ impl DedupCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// How long the expiry list is (live and stale elements).
+    #[cfg(test)]
+    fn order_len(&self) -> usize {
+        self.lock().order.len()
+    }
 }
 
 impl Inner {
+    /// Appends an expiry, first sweeping out stale elements when the list has grown
+    /// to twice the capacity. A sweep leaves at most one element per live entry
+    /// (at most `capacity`), so sweeps happen at most once per `capacity` pushes:
+    /// amortised O(1).
+    fn push_order(&mut self, expires: Instant, key: DedupKey, capacity: usize) {
+        if self.order.len() >= capacity.saturating_mul(2) {
+            let map = &self.map;
+            self.order
+                .retain(|(at, k)| map.get(k).is_some_and(|e| e.expires == *at));
+        }
+        self.order.push_back((expires, key));
+    }
+
     fn expire(&mut self, now: Instant) {
         while let Some(&(at, key)) = self.order.front() {
             if at > now {
@@ -297,6 +319,46 @@ mod tests {
         drop(fresh(cache.begin(key(1, 1, 1), t0)));
         assert!(cache.is_empty());
         let _again = fresh(cache.begin(key(1, 1, 1), t0));
+    }
+
+    #[test]
+    fn forgotten_requests_do_not_grow_the_expiry_list() {
+        // A backend is down: every request is forgotten unanswered, within one TTL.
+        let capacity = 64;
+        let cache = DedupCache::new(DEFAULT_TTL, capacity);
+        let t0 = Instant::now();
+        for i in 0..100_000u32 {
+            let [a, b, c, d] = i.to_be_bytes();
+            let mut k = key(u16::from_be_bytes([a, b]), c, d);
+            k.authenticator[0] = 0xFF;
+            drop(fresh(cache.begin(k, t0)));
+            assert!(cache.order_len() <= 2 * capacity);
+        }
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn the_expiry_list_stays_bounded_with_answers_and_forgets_mixed() {
+        let capacity = 32;
+        let cache = DedupCache::new(DEFAULT_TTL, capacity);
+        let t0 = Instant::now();
+        let mut kept = Vec::new();
+        for i in 0..10_000u16 {
+            let p = fresh(cache.begin(key(i, 1, 1), t0));
+            if kept.len() < capacity / 2 {
+                // Answered: two elements (request and reply) for one entry.
+                kept.push(i);
+                p.complete(Arc::from(&b"r"[..]), t0);
+            }
+            assert!(cache.order_len() <= 2 * capacity);
+        }
+        // The answered ones are still answered from the cache, and expire in time.
+        for &i in &kept {
+            assert!(matches!(cache.begin(key(i, 1, 1), t0), Begin::Cached(_)));
+        }
+        let later = t0 + DEFAULT_TTL;
+        let _p = fresh(cache.begin(key(kept[0], 1, 1), later));
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]

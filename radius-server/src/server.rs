@@ -283,11 +283,8 @@ async fn receive_loop(
             unknown.note(from, Instant::now());
             continue;
         };
-        let request = match VerifiedRequest::verify(
-            datagram,
-            &client.secret,
-            client.config.require_message_authenticator,
-        ) {
+        let request = match VerifiedRequest::verify_with(datagram, &client.secret, client.policy())
+        {
             Ok(r) => r,
             Err(RequestError::MessageAuthenticatorMissing) => {
                 counter!(m::DROPPED, "reason" => "message_authenticator_missing").increment(1);

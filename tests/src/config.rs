@@ -111,12 +111,22 @@ impl ConfigBuilder {
             )
     }
 
-    /// Uses `redis` as the store (`kind = "redis"`, `url`, `key_prefix = "otpgate:"`).
+    /// Uses `redis` as the store (`kind = "redis"`, `url`, `key_prefix = "otpgate:"`);
+    /// `rediss://` and `tls_ca_file` (copied beside the config) for a TLS server.
     pub fn redis(self, redis: &Redis) -> Self {
-        self.clear("store")
+        let builder = self
+            .clear("store")
             .set("store", "kind", &toml_string("redis"))
-            .set("store", "url", &toml_string(&redis.url()))
-            .set("store", "key_prefix", &toml_string(KEY_PREFIX))
+            .set("store", "url", &toml_string(&redis.tls_url()))
+            .set("store", "key_prefix", &toml_string(KEY_PREFIX));
+        match redis.ca_cert() {
+            Some(ca) => builder.set(
+                "store",
+                "tls_ca_file",
+                &toml_string(&ca.display().to_string()),
+            ),
+            None => builder,
+        }
     }
 
     /// Uses a Redis cluster as the store (`kind = "redis"`, `cluster_urls`).

@@ -14,6 +14,7 @@ use crate::binary::{self, require_binary};
 use crate::error::{HarnessError, Result};
 use crate::ports::{free_tcp_port, start_on_free_port};
 use crate::process::{ServerProcess, wait_until};
+use crate::tls::TestCa;
 
 /// The Debian packages that provide redis-server and redis-cli.
 const PACKAGES: &[&str] = &["redis-server", "redis-tools"];
@@ -106,7 +107,25 @@ pub fn ping(port: u16) -> bool {
     matches!(resp_command(port, &["PING"]), Ok(Resp::Simple(reply)) if reply == "PONG")
 }
 
-/// A running standalone redis-server (no persistence), killed and reaped on drop.
+/// How a standalone [`Redis`] runs, beyond the defaults (no persistence, plain TCP,
+/// the `default` user without a password).
+#[derive(Debug, Clone, Default)]
+pub struct RedisOptions {
+    /// AOF persistence (`--appendonly yes --appendfsync always`): data survives a kill.
+    pub aof: bool,
+    /// TLS only (`--port 0 --tls-port P`), with a certificate from a [`TestCa`] made in
+    /// the server's directory (`--tls-auth-clients no`).
+    pub tls: bool,
+    /// ACL users, each the rest of a `--user` line after the name, e.g.
+    /// `("otp", "on >PASS ~otpgate:* +@all")`. With any, `default` is switched off and
+    /// the harness talks as [`Redis::ADMIN`].
+    pub users: Vec<(String, String)>,
+    /// Further `--name value` arguments, e.g. `["--maxmemory-policy", "allkeys-lru"]`.
+    pub extra: Vec<String>,
+}
+
+/// A running standalone redis-server (no persistence unless asked), killed and reaped
+/// on drop.
 #[derive(Debug)]
 pub struct Redis {
     /// The server; `None` while stopped. Declared first: killed before `dir` goes.
@@ -115,24 +134,137 @@ pub struct Redis {
     port: u16,
     /// redis-server.
     binary: PathBuf,
+    /// How it runs.
+    options: RedisOptions,
+    /// The CA and server certificate, with [`RedisOptions::tls`].
+    ca: Option<TestCa>,
     /// Its working directory and `redis.log`.
     dir: TempDir,
 }
 
 impl Redis {
+    /// The harness's own ACL user (all commands and keys) when [`RedisOptions::users`]
+    /// switches `default` off: `(name, password)`.
+    pub const ADMIN: (&'static str, &'static str) = ("harness", "harness-password");
+
     /// Starts `redis-server --bind 127.0.0.1 --port P --save '' --appendonly no` and
     /// waits for PONG.
     pub fn start() -> Result<Self> {
+        Self::start_with(RedisOptions::default())
+    }
+
+    /// Starts a redis-server run as `options` say, and waits until it answers.
+    pub fn start_with(options: RedisOptions) -> Result<Self> {
         let binary = require_binary("redis-server", PACKAGES)?;
         let dir = temp_dir("otpgate-redis-")?;
-        let (port, process) =
-            start_on_free_port(|port| Ok((port, spawn(&binary, dir.path(), port, &[])?)))?;
-        Ok(Self {
-            process: Some(process),
-            port,
+        let ca = if options.tls {
+            Some(TestCa::create(dir.path())?)
+        } else {
+            None
+        };
+        let mut redis = Self {
+            process: None,
+            port: 0,
             binary,
+            options,
+            ca,
             dir,
-        })
+        };
+        let (port, process) = start_on_free_port(|port| Ok((port, redis.spawn(port)?)))?;
+        redis.port = port;
+        redis.process = Some(process);
+        Ok(redis)
+    }
+
+    fn spawn(&self, port: u16) -> Result<ServerProcess> {
+        let mut extra: Vec<String> = Vec::new();
+        if self.options.aof {
+            extra.extend(["--appendonly", "yes", "--appendfsync", "always"].map(String::from));
+        }
+        if let Some(ca) = &self.ca {
+            extra.extend([
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.to_string(),
+            ]);
+            for (flag, path) in [
+                ("--tls-cert-file", &ca.server_cert),
+                ("--tls-key-file", &ca.server_key),
+                ("--tls-ca-cert-file", &ca.ca_cert),
+            ] {
+                extra.push(flag.into());
+                extra.push(path.display().to_string());
+            }
+            extra.extend(["--tls-auth-clients", "no"].map(String::from));
+        }
+        if !self.options.users.is_empty() {
+            // Each rule its own argument: redis-server joins the words after `--user`.
+            let (name, password) = Self::ADMIN;
+            let admin = format!("{name} on >{password} ~* &* +@all");
+            let users = std::iter::once(admin.as_str())
+                .chain(std::iter::once("default off"))
+                .map(String::from)
+                .chain(self.options.users.iter().map(|(u, r)| format!("{u} {r}")));
+            for user in users.collect::<Vec<_>>() {
+                extra.push("--user".into());
+                extra.extend(user.split_whitespace().map(String::from));
+            }
+        }
+        extra.extend(self.options.extra.iter().cloned());
+        if self.ca.is_none() && self.options.users.is_empty() {
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            return spawn(&self.binary, self.dir.path(), port, &extra);
+        }
+        let mut command = Command::new(&self.binary);
+        command
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--dir"])
+            .arg(self.dir.path())
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(&extra);
+        let mut process =
+            ServerProcess::spawn("redis-server", command, &self.dir.path().join("redis.log"))?;
+        process.wait_ready(|| {
+            self.cli_on(port, &["PING"])
+                .is_ok_and(|out| out.trim() == "PONG")
+        })?;
+        Ok(process)
+    }
+
+    /// `redis-cli` against this server (TLS and the harness's user as configured);
+    /// its standard output.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        self.cli_on(self.port, args)
+    }
+
+    fn cli_on(&self, port: u16, args: &[&str]) -> Result<String> {
+        let cli = require_binary("redis-cli", PACKAGES)?;
+        let mut command = Command::new(cli);
+        command.args(["-h", "127.0.0.1", "-p", &port.to_string()]);
+        if let Some(ca) = &self.ca {
+            command.arg("--tls").arg("--cacert").arg(&ca.ca_cert);
+        }
+        if !self.options.users.is_empty() {
+            let (name, password) = Self::ADMIN;
+            command.args(["--user", name, "--pass", password, "--no-auth-warning"]);
+        }
+        command.args(args);
+        let out = binary::run(&mut command, None)?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The CA certificate clients must trust, with [`RedisOptions::tls`].
+    pub fn ca_cert(&self) -> Option<&Path> {
+        self.ca.as_ref().map(|ca| ca.ca_cert.as_path())
+    }
+
+    /// `rediss://127.0.0.1:PORT/0` with TLS, else [`Redis::url`].
+    pub fn tls_url(&self) -> String {
+        if self.ca.is_some() {
+            format!("rediss://127.0.0.1:{}/0", self.port)
+        } else {
+            self.url()
+        }
     }
 
     /// `redis://127.0.0.1:PORT/0`.
@@ -179,7 +311,7 @@ impl Redis {
                 "redis-server is already running".into(),
             ));
         }
-        self.process = Some(spawn(&self.binary, self.dir.path(), self.port, &[])?);
+        self.process = Some(self.spawn(self.port)?);
         Ok(())
     }
 

@@ -55,6 +55,15 @@ impl LdapDirectory {
     /// Opens and binds a service connection (trying `urls` in order). Failing on every
     /// URL is [`DirectoryError::Unavailable`] naming the URLs tried.
     pub async fn connect(config: &otpgate_config::LdapConfig) -> Result<Self, DirectoryError> {
+        Self::connect_with(config, crate::store::Connect::Now).await
+    }
+
+    /// Like [`LdapDirectory::connect`]; with [`crate::store::Connect::Lazily`] nothing is
+    /// opened here (the settings are still checked), and the first use connects.
+    pub async fn connect_with(
+        config: &otpgate_config::LdapConfig,
+        connect: crate::store::Connect,
+    ) -> Result<Self, DirectoryError> {
         for (key, f) in [
             ("user_filter", Some(&config.user_filter)),
             ("activated_filter", config.activated_filter.as_ref()),
@@ -77,7 +86,9 @@ impl LdapDirectory {
             None => config.user_filter.clone(),
         };
         let pool = Box::new(Pool::new(config)?);
-        pool.warm().await?;
+        if connect == crate::store::Connect::Now {
+            pool.warm().await?;
+        }
         Ok(Self {
             pool,
             base_dn: config.base_dn.clone(),

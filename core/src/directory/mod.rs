@@ -124,10 +124,20 @@ impl Directory {
     pub async fn open(
         config: &otpgate_config::DirectoryConfig,
     ) -> Result<Directory, DirectoryError> {
+        Self::open_with(config, crate::store::Connect::Now).await
+    }
+
+    /// Like [`Directory::open`]; with [`crate::store::Connect::Lazily`] an LDAP server
+    /// that cannot be reached is not an error (the settings are still checked): the
+    /// first use connects.
+    pub async fn open_with(
+        config: &otpgate_config::DirectoryConfig,
+        connect: crate::store::Connect,
+    ) -> Result<Directory, DirectoryError> {
         match config {
-            otpgate_config::DirectoryConfig::Ldap(c) => {
-                Ok(Directory::Ldap(ldap::LdapDirectory::connect(c).await?))
-            }
+            otpgate_config::DirectoryConfig::Ldap(c) => Ok(Directory::Ldap(
+                ldap::LdapDirectory::connect_with(c, connect).await?,
+            )),
             otpgate_config::DirectoryConfig::File { path } => {
                 Ok(Directory::File(file::FileDirectory::load(path)?))
             }

@@ -24,7 +24,7 @@ use crate::mail::Mailer;
 use crate::otp::totp::TotpParams;
 use crate::random::Random;
 use crate::secret::Keys;
-use crate::store::{Store, StoreError};
+use crate::store::{Connect, Store, StoreError};
 use crate::user::UserName;
 
 mod account;
@@ -102,6 +102,18 @@ pub struct Core {
     random: Arc<dyn Random>,
 }
 
+/// What [`Core::probe`] found, per backend: `None` when there is nothing to probe,
+/// else `Ok` or the reason.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// LDAP's service bind (`None` for a users file).
+    pub directory: Option<Result<(), crate::directory::DirectoryError>>,
+    /// The store.
+    pub store: Option<Result<(), StoreError>>,
+    /// SMTP (`None` without `[smtp]`).
+    pub mail: Option<Result<(), String>>,
+}
+
 /// Everything [`Core::from_parts`] needs.
 pub struct Parts {
     pub settings: CoreConfig,
@@ -122,13 +134,26 @@ impl Core {
         clock: Arc<dyn Clock>,
         random: Arc<dyn Random>,
     ) -> Result<Core, CoreError> {
+        Self::open_with(config, settings, clock, random, Connect::Now).await
+    }
+
+    /// Like [`Core::open`]; with [`Connect::Lazily`] LDAP and Redis connect on first use,
+    /// so the core opens while they are down and every request fails closed until they
+    /// are back (`otpgate serve`). Settings are still checked here.
+    pub async fn open_with(
+        config: &Config,
+        settings: CoreConfig,
+        clock: Arc<dyn Clock>,
+        random: Arc<dyn Random>,
+        connect: Connect,
+    ) -> Result<Core, CoreError> {
         let core = config
             .require_core()
             .map_err(|e| CoreError::Config(e.to_string()))?;
-        let directory = Directory::open(core.directory)
+        let directory = Directory::open_with(core.directory, connect)
             .await
             .map_err(|e| CoreError::backend(Backend::Directory, e.to_string()))?;
-        let store = Store::open(core.store).await?;
+        let store = Store::open_with(core.store, connect).await?;
         Ok(Core::from_parts(Parts {
             settings,
             directory,
@@ -174,6 +199,33 @@ impl Core {
             .ping()
             .await
             .map_err(|e| CoreError::backend(Backend::Directory, e.to_string()))
+    }
+
+    /// Probes each backend once: the directory's service connection, the store (its
+    /// connection and server checks) and SMTP (connect, EHLO, STARTTLS where
+    /// configured). `deep` also loads every store script (`check-config --connect`);
+    /// the periodic health probe of `otpgate serve` leaves it out, and SMTP too
+    /// unless `mail` is set.
+    pub async fn probe(&self, deep: bool, mail: bool) -> Probe {
+        use crate::store::StoreBackend;
+        let directory = match &self.directory {
+            Directory::Ldap(_) => Some(self.directory.ping().await),
+            Directory::File(_) => None,
+        };
+        let store = Some(match &self.store {
+            Store::Redis(r) if deep => r.probe().await,
+            other => other.ping().await,
+        });
+        let mail = if mail {
+            self.mailer.probe().await
+        } else {
+            None
+        };
+        Probe {
+            directory,
+            store,
+            mail,
+        }
     }
 
     /// The directory entry of an activated user, or the refusal.

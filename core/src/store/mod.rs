@@ -43,6 +43,11 @@ pub enum StoreError {
     /// The store answered with data that cannot be decoded.
     #[error("store data is corrupt: {0}")]
     Corrupt(String),
+    /// The store is reachable but configured so that otpgate's guarantees would not
+    /// hold (Redis evicting keys, or without persistence when it is required). The
+    /// operator must fix the server; until then every operation fails closed.
+    #[error("store refused: {0}")]
+    Unsuitable(String),
 }
 
 /// An encrypted TOTP secret as stored (AES-256-GCM; see `crate::secret`).
@@ -558,20 +563,35 @@ pub async fn is_trusted<S: StoreBackend>(
 }
 
 impl Store {
-    /// Opens the configured store. Redis connects lazily-but-checked: the first
-    /// connection is made here, with the configured timeout.
+    /// Opens the configured store. Redis connects here, with the configured timeout,
+    /// and checks the server's settings: a Redis that is down is an error.
     pub async fn open(config: &otpgate_config::StoreConfig) -> Result<Store, StoreError> {
+        Self::open_with(config, Connect::Now).await
+    }
+
+    /// Opens the configured store; with [`Connect::Lazily`] a Redis that is down is not
+    /// an error: its first use connects (and every use fails closed until it can).
+    pub async fn open_with(
+        config: &otpgate_config::StoreConfig,
+        connect: Connect,
+    ) -> Result<Store, StoreError> {
         match config {
-            otpgate_config::StoreConfig::Redis {
-                target,
-                key_prefix,
-                timeout,
-            } => Ok(Store::Redis(
-                redis::RedisStore::connect(target, key_prefix, *timeout).await?,
+            otpgate_config::StoreConfig::Redis(redis) => Ok(Store::Redis(
+                redis::RedisStore::open(redis.clone(), connect).await?,
             )),
             otpgate_config::StoreConfig::Embedded { path, key_prefix } => Ok(Store::Embedded(
                 embedded::EmbeddedStore::open(path, key_prefix)?,
             )),
         }
     }
+}
+
+/// When a networked backend connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connect {
+    /// At open: an unreachable backend is an error (the CLI, PAM direct mode).
+    Now,
+    /// At first use: `otpgate serve` starts while a backend is down and fails closed
+    /// until it is back.
+    Lazily,
 }

@@ -17,11 +17,13 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use ::redis::sentinel::{SentinelClient, SentinelServerType};
+use ::redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use ::redis::{
-    AsyncConnectionConfig, Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, Script,
-    ScriptInvocation, ServerErrorKind, cmd,
+    AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, FromRedisValue,
+    IntoConnectionInfo, RedisError, RedisResult, Script, ScriptInvocation, ServerErrorKind,
+    TlsCertificates, TlsMode, cmd,
 };
+use otpgate_config::{RedisAuth, RedisConfig, SecretBytes};
 
 use super::keys;
 use super::records::{FAILURES_TTL, from_json, is_live, to_json};
@@ -38,9 +40,125 @@ const CORRUPT_CODE: &str = "OTPGATE_CORRUPT";
 /// A Redis store. Cloning is cheap and shares the connection.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: Conn,
+    conn: Arc<LazyConn>,
     prefix: Arc<str>,
     timeout: Duration,
+}
+
+/// The connection, made on first use (or at open) and kept: once made, each kind
+/// reconnects by itself. Until it is made, every use tries again, so a store that was
+/// down at start is used as soon as it is back.
+struct LazyConn {
+    config: RedisConfig,
+    cell: tokio::sync::OnceCell<Conn>,
+}
+
+impl LazyConn {
+    /// The connection, connecting (and checking the server) if there is none yet.
+    async fn get(&self) -> Result<&Conn, StoreError> {
+        if let Some(conn) = self.cell.get() {
+            return Ok(conn);
+        }
+        // Boxed: the connect future is large and deep, and only the first use (or uses
+        // while Redis is down) pays for it.
+        self.cell
+            .get_or_try_init(|| -> std::pin::Pin<Box<dyn Future<Output = Result<Conn, StoreError>> + Send + '_>> {
+                Box::pin(async {
+                let timeout = self.config.timeout;
+                let conn = match tokio::time::timeout(timeout, Conn::open(&self.config)).await {
+                    Ok(Ok(conn)) => conn,
+                    Ok(Err(e)) => return Err(map_err("connect", e)),
+                    Err(_) => {
+                        return Err(StoreError::Unavailable(format!(
+                            "redis connect: no connection within {timeout:?}"
+                        )));
+                    }
+                };
+                check_server(&conn, &self.config).await?;
+                Ok(conn)
+                })
+            })
+            .await
+    }
+}
+
+/// What `CONFIG GET` said about one setting.
+enum Setting {
+    Value(String),
+    /// The ACL (or a managed service) does not allow `CONFIG GET`.
+    NotPermitted(String),
+}
+
+async fn config_get(conn: &Conn, name: &str, timeout: Duration) -> Result<Setting, StoreError> {
+    let answer: RedisResult<Vec<String>> =
+        match tokio::time::timeout(timeout, conn.query(cmd("CONFIG").arg("GET").arg(name))).await {
+            Ok(a) => a,
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "redis CONFIG GET {name}: no answer within {timeout:?}"
+                )));
+            }
+        };
+    match answer {
+        Ok(pair) => Ok(match pair.as_slice() {
+            [_, value] => Setting::Value(value.clone()),
+            _ => Setting::NotPermitted(format!("CONFIG GET {name} answered {pair:?}")),
+        }),
+        Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
+            Err(map_err("CONFIG GET", e))
+        }
+        // NOPERM from the ACL, an unknown or renamed command on a managed service, …
+        Err(e) => Ok(Setting::NotPermitted(e.to_string())),
+    }
+}
+
+/// Checks what the server lets us check of the settings otpgate's guarantees need
+/// (README, "Redis"): `maxmemory-policy noeviction` (an evicting policy can forget a
+/// used step or a lock: refused) and AOF persistence (a restart without it forgets
+/// them: refused with `require_persistence`, else a warning). When `CONFIG GET` is not
+/// allowed, a warning says that nothing could be checked.
+async fn check_server(conn: &Conn, config: &RedisConfig) -> Result<(), StoreError> {
+    match config_get(conn, "maxmemory-policy", config.timeout).await? {
+        Setting::Value(policy) if policy != "noeviction" => {
+            return Err(StoreError::Unsuitable(format!(
+                "redis maxmemory-policy is `{policy}`: it can evict used steps and locks, \
+                 and so reopen replays; set `maxmemory-policy noeviction`"
+            )));
+        }
+        Setting::Value(_) => {}
+        Setting::NotPermitted(why) => tracing::warn!(
+            error = %why,
+            "redis: cannot read maxmemory-policy (allow `CONFIG GET` to otpgate's user to have it \
+             checked); otpgate needs `noeviction`, or used steps and locks can be evicted"
+        ),
+    }
+    match config_get(conn, "appendonly", config.timeout).await? {
+        Setting::Value(aof) if aof != "yes" => {
+            let message = "redis runs without AOF persistence (`appendonly no`): a restart \
+                           forgets used steps and locks, and so reopens replays";
+            if config.require_persistence {
+                return Err(StoreError::Unsuitable(format!(
+                    "{message}; set `appendonly yes` (required by [store] require_persistence)"
+                )));
+            }
+            tracing::warn!("{message}; set `appendonly yes`");
+        }
+        Setting::Value(_) => {}
+        Setting::NotPermitted(why) => {
+            if config.require_persistence {
+                return Err(StoreError::Unsuitable(format!(
+                    "cannot read redis `appendonly` ({why}), and [store] require_persistence \
+                     is set: allow `CONFIG GET` to otpgate's user"
+                )));
+            }
+            tracing::warn!(
+                error = %why,
+                "redis: cannot read appendonly (allow `CONFIG GET` to otpgate's user to have it \
+                 checked); otpgate needs AOF persistence, or a restart reopens replays"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The connection, by deployment.
@@ -96,38 +214,88 @@ impl SentinelConn {
 }
 
 impl Conn {
-    async fn open(target: &otpgate_config::RedisTarget, timeout: Duration) -> RedisResult<Conn> {
+    async fn open(config: &RedisConfig) -> RedisResult<Conn> {
         use otpgate_config::RedisTarget;
-        match target {
+        let timeout = config.timeout;
+        let certificates = || TlsCertificates {
+            client_tls: None,
+            root_cert: config.tls_ca.clone(),
+        };
+        match &config.target {
             RedisTarget::Standalone(url) => {
-                let client = ::redis::Client::open(url.as_str())?;
-                let config = ConnectionManagerConfig::new()
+                let info = with_auth(url.as_str().into_connection_info()?, &config.auth)?;
+                let client = if config.tls_ca.is_some() {
+                    ::redis::Client::build_with_tls(info, certificates())?
+                } else {
+                    ::redis::Client::open(info)?
+                };
+                let manager = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(timeout))
                     .set_response_timeout(Some(timeout))
                     .set_number_of_retries(3)
                     .set_min_delay(Duration::from_millis(50))
                     .set_max_delay(Duration::from_millis(500));
                 Ok(Conn::Single(
-                    ConnectionManager::new_with_config(client, config).await?,
+                    ConnectionManager::new_with_config(client, manager).await?,
                 ))
             }
             RedisTarget::Cluster(urls) => {
-                let client = ::redis::cluster::ClusterClientBuilder::new(urls.clone())
+                let mut builder = ::redis::cluster::ClusterClientBuilder::new(urls.clone())
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
-                    .retries(2)
-                    .build()?;
-                Ok(Conn::Cluster(client.get_async_connection().await?))
+                    .retries(2);
+                if let Some(password) = &config.auth.password {
+                    builder = builder.password(secret_text(password)?);
+                }
+                if let Some(username) = &config.auth.username {
+                    builder = builder.username(username);
+                }
+                if config.tls_ca.is_some() {
+                    builder = builder.certs(certificates());
+                }
+                Ok(Conn::Cluster(
+                    builder.build()?.get_async_connection().await?,
+                ))
             }
-            RedisTarget::Sentinel { master_name, urls } => {
-                let client = SentinelClient::build(
-                    urls.clone(),
-                    master_name.clone(),
-                    None,
-                    SentinelServerType::Master,
-                )?;
+            RedisTarget::Sentinel {
+                master_name,
+                urls,
+                auth,
+            } => {
+                let mut addrs = Vec::with_capacity(urls.len());
+                let mut tls = false;
+                for url in urls {
+                    let info = url.as_str().into_connection_info()?;
+                    tls |= matches!(info.addr(), ConnectionAddr::TcpTls { .. });
+                    addrs.push(info.addr().clone());
+                }
+                let mut builder =
+                    SentinelClientBuilder::new(addrs, master_name, SentinelServerType::Master)?;
+                if let Some(password) = &auth.password {
+                    builder = builder.set_client_to_sentinel_password(secret_text(password)?);
+                }
+                if let Some(username) = &auth.username {
+                    builder = builder.set_client_to_sentinel_username(username);
+                }
+                if let Some(password) = &config.auth.password {
+                    builder = builder.set_client_to_redis_password(secret_text(password)?);
+                }
+                if let Some(username) = &config.auth.username {
+                    builder = builder.set_client_to_redis_username(username);
+                }
+                if tls {
+                    // The master is reached the way the sentinels are.
+                    builder = builder
+                        .set_client_to_sentinel_tls_mode(TlsMode::Secure)
+                        .set_client_to_redis_tls_mode(TlsMode::Secure);
+                    if config.tls_ca.is_some() {
+                        builder = builder
+                            .set_client_to_sentinel_certificates(certificates())
+                            .set_client_to_redis_certificates(certificates());
+                    }
+                }
                 let conn = SentinelConn {
-                    client: tokio::sync::Mutex::new(client),
+                    client: tokio::sync::Mutex::new(builder.build()?),
                     current: tokio::sync::Mutex::new(None),
                     config: AsyncConnectionConfig::new()
                         .set_connection_timeout(Some(timeout))
@@ -146,6 +314,20 @@ impl Conn {
             Conn::Sentinel(s) => {
                 let result = match s.get().await {
                     Ok(mut c) => inv.invoke_async(&mut c).await,
+                    Err(e) => Err(e),
+                };
+                s.after(result).await
+            }
+        }
+    }
+
+    async fn load(&self, script: &Script) -> RedisResult<()> {
+        match self {
+            Conn::Single(m) => script.load_async(&mut m.clone()).await.map(drop),
+            Conn::Cluster(c) => script.load_async(&mut c.clone()).await.map(drop),
+            Conn::Sentinel(s) => {
+                let result = match s.get().await {
+                    Ok(mut c) => script.load_async(&mut c).await.map(drop),
                     Err(e) => Err(e),
                 };
                 s.after(result).await
@@ -172,6 +354,31 @@ impl Conn {
             s.forget().await;
         }
     }
+}
+
+/// A password as the redis crate takes it (text).
+fn secret_text(secret: &SecretBytes) -> RedisResult<&str> {
+    std::str::from_utf8(secret.expose()).map_err(|_| {
+        RedisError::from((
+            ErrorKind::InvalidClientConfig,
+            "the Redis password is not UTF-8",
+        ))
+    })
+}
+
+/// `info` with the ACL credentials of `auth`, if any.
+fn with_auth(info: ConnectionInfo, auth: &RedisAuth) -> RedisResult<ConnectionInfo> {
+    let Some(password) = &auth.password else {
+        return Ok(info);
+    };
+    let mut settings = info
+        .redis_settings()
+        .clone()
+        .set_password(secret_text(password)?);
+    if let Some(username) = &auth.username {
+        settings = settings.set_username(username);
+    }
+    Ok(info.set_redis_settings(settings))
 }
 
 /// Maps a Redis error: unreadable answers are `Corrupt`, everything else `Unavailable`.
@@ -424,30 +631,64 @@ return n
 );
 
 impl RedisStore {
-    /// Connects to the target and checks the connection with a `PING`, both within
-    /// `timeout`, so a Redis that is down is an error at start. Every later command is
-    /// bounded by `timeout` as well.
+    /// Connects to `target` with no credentials and checks the connection with a
+    /// `PING`, within `timeout`, so a Redis that is down is an error. Every later
+    /// command is bounded by `timeout` as well.
     pub async fn connect(
         target: &otpgate_config::RedisTarget,
         key_prefix: &str,
         timeout: Duration,
     ) -> Result<Self, StoreError> {
-        let conn = match tokio::time::timeout(timeout, Conn::open(target, timeout)).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return Err(map_err("connect", e)),
-            Err(_) => {
-                return Err(StoreError::Unavailable(format!(
-                    "redis connect: no connection within {timeout:?}"
-                )));
-            }
-        };
+        Self::open(
+            RedisConfig::plain(target.clone(), key_prefix, timeout),
+            super::Connect::Now,
+        )
+        .await
+    }
+
+    /// Opens a store for `config`. With [`super::Connect::Now`] it connects, checks
+    /// the server's settings and `PING`s here; with [`super::Connect::Lazily`] the
+    /// first use does, and a Redis that is down is not an error yet.
+    pub async fn open(config: RedisConfig, connect: super::Connect) -> Result<Self, StoreError> {
         let store = Self {
-            conn,
-            prefix: Arc::from(key_prefix),
-            timeout,
+            prefix: Arc::from(config.key_prefix.as_str()),
+            timeout: config.timeout,
+            conn: Arc::new(LazyConn {
+                config,
+                cell: tokio::sync::OnceCell::new(),
+            }),
         };
-        store.ping().await?;
+        if connect == super::Connect::Now {
+            store.ping().await?;
+        }
         Ok(store)
+    }
+
+    /// Probes the server as `check-config --connect` does: connects (checking the
+    /// server's settings), `PING`s and loads every script.
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        self.ping().await?;
+        let conn = self.conn.get().await?;
+        for script in [
+            &*LOAD,
+            &*SAVE_ACCOUNT,
+            &*ACCEPT_STEP,
+            &*RECORD_FAILURE,
+            &*CONSUME_CODE,
+            &*PUT_CHALLENGE,
+            &*ANSWER_CHALLENGE,
+            &*ADD_TRUSTED,
+            &*REVOKE_ALL,
+            &*ENQUEUE_HELPDESK,
+            &*LIST_HELPDESK,
+            &*APPEND_AUDIT,
+        ] {
+            match tokio::time::timeout(self.timeout, conn.load(script)).await {
+                Ok(r) => r.map_err(|e| map_err("SCRIPT LOAD", e))?,
+                Err(_) => return Err(self.timed_out("SCRIPT LOAD").await),
+            }
+        }
+        Ok(())
     }
 
     fn key(&self, user: &UserName, what: &str) -> String {
@@ -459,21 +700,25 @@ impl RedisStore {
         what: &str,
         inv: &ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, self.conn.invoke(inv)).await {
+        let conn = self.conn.get().await?;
+        match tokio::time::timeout(self.timeout, conn.invoke(inv)).await {
             Ok(result) => result.map_err(|e| map_err(what, e)),
             Err(_) => Err(self.timed_out(what).await),
         }
     }
 
     async fn query<T: FromRedisValue>(&self, what: &str, cmd: &Cmd) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, self.conn.query(cmd)).await {
+        let conn = self.conn.get().await?;
+        match tokio::time::timeout(self.timeout, conn.query(cmd)).await {
             Ok(result) => result.map_err(|e| map_err(what, e)),
             Err(_) => Err(self.timed_out(what).await),
         }
     }
 
     async fn timed_out(&self, what: &str) -> StoreError {
-        self.conn.timed_out().await;
+        if let Some(conn) = self.conn.cell.get() {
+            conn.timed_out().await;
+        }
         StoreError::Unavailable(format!("redis {what}: no answer within {:?}", self.timeout))
     }
 

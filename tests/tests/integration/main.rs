@@ -1,11 +1,13 @@
 //! The one otpgate integration-test binary: each module tests one area against real
 //! servers started by the `otpgate-tests` harness.
 
+mod backends;
 mod baseline;
 mod cli;
 mod control;
 mod core_rules;
 mod directory;
+mod faults;
 mod flow;
 mod harness_selftest;
 mod logs;
@@ -15,6 +17,7 @@ mod pam_radius;
 mod portal;
 mod portal_browser;
 mod radius;
+mod radius_strict;
 mod ssh;
 mod store;
 mod wifi;

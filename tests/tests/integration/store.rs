@@ -166,11 +166,11 @@ async fn every_expiring_key_has_a_ttl() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_down_redis_is_an_error_at_start() {
     let port = free_tcp_port().unwrap();
-    let config = StoreConfig::Redis {
-        target: RedisTarget::Standalone(format!("redis://127.0.0.1:{port}/0")),
-        key_prefix: "otpgate:".into(),
-        timeout: TIMEOUT,
-    };
+    let config = StoreConfig::Redis(otpgate_config::RedisConfig::plain(
+        RedisTarget::Standalone(format!("redis://127.0.0.1:{port}/0")),
+        "otpgate:",
+        TIMEOUT,
+    ));
     let started = Instant::now();
     let result = Store::open(&config).await;
     assert!(
@@ -227,6 +227,7 @@ async fn sentinel_conformance_and_a_failover() {
     let target = RedisTarget::Sentinel {
         master_name: otpgate_tests::RedisSentinel::MASTER_NAME.into(),
         urls: redis.sentinel_urls(),
+        auth: otpgate_config::RedisAuth::default(),
     };
     let store = RedisStore::connect(&target, "otpgate:", Duration::from_secs(2))
         .await
