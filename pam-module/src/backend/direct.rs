@@ -179,12 +179,7 @@ impl DirectBackend {
             if let (true, Some(not_enrolled)) = (login.nullok, status.not_enrolled()) {
                 core.accept(proof, FactorProof::NotEnrolled(not_enrolled), ctx, None)
                     .await?;
-                return Ok((
-                    Outcome::Accepted {
-                        how: "nullok: no second factor".into(),
-                    },
-                    None,
-                ));
+                return Ok((Outcome::NoSecondFactor, None));
             }
             let r = Refusal::NotEnrolled;
             core.reject(user.as_str(), ctx, "password", &r).await;
