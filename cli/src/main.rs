@@ -4,6 +4,7 @@
 
 mod args;
 mod demo;
+mod docs;
 mod metrics_http;
 mod output;
 mod serve;
@@ -124,6 +125,7 @@ async fn run(args: Args) -> Result<(), Failure> {
             let core = open_core(&args.config).await?;
             user::helpdesk(&core, command, json).await
         }
+        Command::Docs { out } => docs::write(&out),
         Command::Audit { user, since, limit } => {
             let core = open_core(&args.config).await?;
             user::audit(&core, user.as_deref(), &since, limit, json).await
