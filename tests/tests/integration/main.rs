@@ -7,6 +7,7 @@ mod core_rules;
 mod directory;
 mod harness_selftest;
 mod mail;
+mod packages;
 mod pam;
 mod portal;
 mod portal_browser;
