@@ -5,6 +5,7 @@
 mod args;
 mod control;
 mod demo;
+mod docs;
 mod health;
 mod logging;
 mod metrics_http;
@@ -121,6 +122,7 @@ async fn run(args: Args) -> Result<(), Failure> {
             radius_port,
             portal_port,
         } => demo::run(&dir, radius_port, portal_port, json).await,
+        Command::Docs { out } => docs::write(&out),
         cli => admin(&args.config, &cli, json).await,
     }
 }

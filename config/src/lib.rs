@@ -10,6 +10,8 @@
 //! - [`secret`]: secrets come from `*_file` (permissions checked) or `*_env`, never
 //!   from the main file.
 //! - [`error`]: every error names the file, the line when known, and the key.
+//! - [`user_name`]: the checked, canonical [`user_name::UserName`] every door uses (here
+//!   rather than in the core, so the PAM module in server mode needs no core).
 //!
 //! Sections are optional where a host may not need them: a PAM host in server mode has
 //! only `[pam]`; [`Config::require_core`] is what the server and the CLI call to insist on
@@ -29,6 +31,7 @@ pub mod duration;
 pub mod error;
 pub mod raw;
 pub mod secret;
+pub mod user_name;
 mod validate;
 
 use std::net::SocketAddr;

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! auth required pam_otpgate.so [config=PATH] [mode=otp-only|password+otp]
-//!     [use_first_pass|try_first_pass] [nullok] [remember] [debug]
+//!     [use_first_pass|try_first_pass] [nullok] [ignore_unknown_user] [remember] [debug]
 //! ```
 //!
 //! An unknown or repeated argument, or one that would do nothing, is an error (the
@@ -42,8 +42,11 @@ pub struct Args {
     pub mode: Mode,
     /// `use_first_pass` / `try_first_pass`.
     pub first_pass: FirstPass,
-    /// `nullok`: users with no second factor pass (logged).
+    /// `nullok`: users with no second factor are passed on (PAM_IGNORE in `otp-only`).
     pub nullok: bool,
+    /// `ignore_unknown_user`: a user the directory does not know (root, local
+    /// accounts) gets PAM_IGNORE, so the rest of the stack decides.
+    pub ignore_unknown_user: bool,
     /// `remember`: trust the remote host after a login with a code.
     pub remember: bool,
     /// `debug`: log each step.
@@ -57,6 +60,7 @@ impl Default for Args {
             mode: Mode::OtpOnly,
             first_pass: FirstPass::Prompt,
             nullok: false,
+            ignore_unknown_user: false,
             remember: false,
             debug: false,
         }
@@ -137,6 +141,10 @@ impl Args {
                         once("nullok")?;
                         out.nullok = true;
                     }
+                    "ignore_unknown_user" => {
+                        once("ignore_unknown_user")?;
+                        out.ignore_unknown_user = true;
+                    }
                     "remember" => {
                         once("remember")?;
                         out.remember = true;
@@ -187,6 +195,7 @@ mod tests {
             "mode=password+otp",
             "try_first_pass",
             "nullok",
+            "ignore_unknown_user",
             "remember",
             "debug",
         ])
@@ -198,6 +207,7 @@ mod tests {
                 mode: Mode::PasswordOtp,
                 first_pass: FirstPass::Try,
                 nullok: true,
+                ignore_unknown_user: true,
                 remember: true,
                 debug: true,
             }

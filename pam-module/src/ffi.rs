@@ -57,6 +57,7 @@ const PAM_AUTHINFO_UNAVAIL: c_int = 9;
 const PAM_USER_UNKNOWN: c_int = 10;
 const PAM_MAXTRIES: c_int = 11;
 const PAM_CONV_ERR: c_int = 19;
+const PAM_IGNORE: c_int = 25;
 
 const PAM_SERVICE: c_int = 1;
 const PAM_RHOST: c_int = 4;
@@ -88,6 +89,7 @@ unsafe extern "C" {
 fn to_c(code: PamCode) -> c_int {
     match code {
         PamCode::Success => PAM_SUCCESS,
+        PamCode::Ignore => PAM_IGNORE,
         PamCode::AuthErr => PAM_AUTH_ERR,
         PamCode::UserUnknown => PAM_USER_UNKNOWN,
         PamCode::MaxTries => PAM_MAXTRIES,
@@ -345,6 +347,7 @@ mod tests {
     #[test]
     fn every_result_has_its_c_value_and_only_success_is_zero() {
         for code in [
+            PamCode::Ignore,
             PamCode::AuthErr,
             PamCode::UserUnknown,
             PamCode::MaxTries,
@@ -357,6 +360,7 @@ mod tests {
         assert_eq!(to_c(PamCode::Success), 0);
         assert_eq!(to_c(PamCode::MaxTries), 11);
         assert_eq!(to_c(PamCode::AuthInfoUnavail), 9);
+        assert_eq!(to_c(PamCode::Ignore), 25);
     }
 
     #[test]

@@ -13,8 +13,13 @@ pub const MAX_TOKEN: usize = 128;
 /// value; nothing else can reach the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PamCode {
-    /// PAM_SUCCESS: both factors (or a trusted host, or `nullok`) passed.
+    /// PAM_SUCCESS: both factors (or a trusted host) passed; or, in `mode=password+otp`,
+    /// the password and `nullok`.
     Success,
+    /// PAM_IGNORE: the module has no say: `ignore_unknown_user` and a user the directory
+    /// does not know, or `nullok` and a user with no second factor (`mode=otp-only`).
+    /// The rest of the stack decides.
+    Ignore,
     /// PAM_AUTH_ERR: a wrong password or code, a replay, a refused token.
     AuthErr,
     /// PAM_USER_UNKNOWN: the directory has no such user.

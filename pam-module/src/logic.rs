@@ -8,8 +8,10 @@
 //!    PAM_AUTHINFO_UNAVAIL);
 //! 5. begin; while a code is needed, prompt "One-time password: " (the email keyword
 //!    mails a code and asks again), at most [`MAX_PROMPTS`] times;
-//! 6. map the outcome to a [`PamCode`]. Only [`Outcome::Accepted`] becomes
-//!    PAM_SUCCESS.
+//! 6. map the outcome to a [`PamCode`]. Only [`Outcome::Accepted`] (and, in
+//!    `mode=password+otp`, [`Outcome::NoSecondFactor`]) becomes PAM_SUCCESS; with
+//!    `ignore_unknown_user` an unknown user, and in `mode=otp-only` a `nullok` user
+//!    with no second factor, become PAM_IGNORE.
 
 use zeroize::Zeroizing;
 
@@ -99,6 +101,7 @@ impl<H: PamHandle + ?Sized> Run<'_, H> {
                     );
                     return Ok(PamCode::Success);
                 }
+                Outcome::NoSecondFactor => return Ok(self.no_second_factor(&login.user)),
                 Outcome::Refused(why) => return Ok(self.refused(&login.user, &why)),
                 Outcome::NeedCode { message } => {
                     if prompts == MAX_PROMPTS {
@@ -131,7 +134,7 @@ impl<H: PamHandle + ?Sized> Run<'_, H> {
     /// characters; canonical (lower-case).
     fn user(&mut self) -> Result<String, PamCode> {
         let raw = self.handle.user().map_err(|e| self.conv_failed(&e))?;
-        let parsed = otpgate_core::user::UserName::from_bytes(&raw);
+        let parsed = otpgate_config::user_name::UserName::from_bytes(&raw);
         match parsed {
             Ok(name) => Ok(name.as_str().to_string()),
             Err(e) => {
@@ -224,7 +227,28 @@ impl<H: PamHandle + ?Sized> Run<'_, H> {
         }
     }
 
+    /// `nullok` and no second factor: in `otp-only` the module checked nothing, so it
+    /// has no say; in `password+otp` it checked the password.
+    fn no_second_factor(&mut self, user: &str) -> PamCode {
+        let code = match self.args.mode {
+            Mode::OtpOnly => PamCode::Ignore,
+            Mode::PasswordOtp => PamCode::Success,
+        };
+        self.handle.log(
+            Level::Notice,
+            &format!("passed user {user} on: no second factor (nullok), {code:?}"),
+        );
+        code
+    }
+
     fn refused(&mut self, user: &str, why: &Refused) -> PamCode {
+        if *why == Refused::UnknownUser && self.args.ignore_unknown_user {
+            self.handle.log(
+                Level::Info,
+                &format!("ignored user {user}: not in the directory (ignore_unknown_user)"),
+            );
+            return PamCode::Ignore;
+        }
         let (code, reason) = match why {
             Refused::Denied(r) => (PamCode::AuthErr, r.as_str()),
             Refused::UnknownUser => (PamCode::UserUnknown, "unknown user"),

@@ -162,6 +162,21 @@ fn denied() -> Result<Outcome, BackendError> {
     Ok(Outcome::Refused(Refused::Denied("wrong code".into())))
 }
 
+fn unavailable() -> Result<Outcome, BackendError> {
+    Err(BackendError::Unavailable(
+        "no RADIUS server answered".into(),
+    ))
+}
+
+/// A login the backend settles at `begin` (no prompt).
+fn settled_at_begin(
+    handle: &mut FakeHandle,
+    args: &[&str],
+    then: Result<Outcome, BackendError>,
+) -> PamCode {
+    run(handle, args, vec![Call::Begin(None, None, then)])
+}
+
 fn run(handle: &mut FakeHandle, args: &[&str], calls: Vec<Call>) -> PamCode {
     let backend = FakeBackend {
         script: calls.into(),
@@ -330,6 +345,50 @@ fn refusals_map_to_their_codes() {
 }
 
 #[test]
+fn ignore_unknown_user_passes_only_unknown_users_on() {
+    let args = ["ignore_unknown_user"];
+    // Unknown to the directory (root, a local account): PAM_IGNORE, never asked.
+    let mut h = FakeHandle::new(vec![]);
+    h.user = b"root";
+    let unknown = Ok(Outcome::Refused(Refused::UnknownUser));
+    assert_eq!(settled_at_begin(&mut h, &args, unknown), PamCode::Ignore);
+    assert!(h.logged("ignored user root"));
+    // Every other refusal keeps its code; a backend that cannot say whether the user
+    // exists is no reason to pass them on.
+    for (then, expected) in [
+        (Ok(Outcome::Refused(Refused::Locked)), PamCode::MaxTries),
+        (Ok(Outcome::Refused(Refused::NotEnrolled)), PamCode::AuthErr),
+        (unavailable(), PamCode::AuthInfoUnavail),
+    ] {
+        let mut h = FakeHandle::new(vec![]);
+        assert_eq!(settled_at_begin(&mut h, &args, then), expected);
+    }
+    // A known user is still asked.
+    let mut h = FakeHandle::new(vec![Conv::Prompt(OTP_PROMPT, "000000")]);
+    let calls = vec![
+        Call::Begin(None, None, need_code()),
+        Call::Answer("000000", denied()),
+    ];
+    assert_eq!(run(&mut h, &args, calls), PamCode::AuthErr);
+}
+
+#[test]
+fn nullok_without_a_second_factor_is_ignore_in_otp_only_and_success_with_the_password() {
+    let mut h = FakeHandle::new(vec![]);
+    let none = Ok(Outcome::NoSecondFactor);
+    assert_eq!(settled_at_begin(&mut h, &["nullok"], none), PamCode::Ignore);
+    assert!(h.logged("no second factor (nullok)"));
+
+    let mut h = FakeHandle::new(vec![Conv::Prompt(PASSWORD_PROMPT, "pw")]);
+    let code = run(
+        &mut h,
+        &["mode=password+otp", "nullok"],
+        vec![Call::Begin(Some("pw"), None, Ok(Outcome::NoSecondFactor))],
+    );
+    assert_eq!(code, PamCode::Success);
+}
+
+#[test]
 fn a_backend_failure_is_authinfo_unavail_never_success() {
     let mut h = FakeHandle::new(vec![Conv::Prompt(OTP_PROMPT, "123456")]);
     let code = run(
@@ -337,12 +396,7 @@ fn a_backend_failure_is_authinfo_unavail_never_success() {
         &[],
         vec![
             Call::Begin(None, None, need_code()),
-            Call::Answer(
-                "123456",
-                Err(BackendError::Unavailable(
-                    "no RADIUS server answered".into(),
-                )),
-            ),
+            Call::Answer("123456", unavailable()),
         ],
     );
     assert_eq!(code, PamCode::AuthInfoUnavail);

@@ -1,4 +1,5 @@
-//! The product's own artifacts — the `otpgate` binary and `pam_otpgate.so` — built once
+//! The product's own artifacts — the `otpgate` binary, `pam_otpgate.so` (server mode)
+//! and `pam_otpgate_direct.so` (direct mode) — built once
 //! per test process by the cargo that runs the tests, into the same target directory, so
 //! a test never runs a stale binary. (`cargo test` does not build other packages'
 //! binaries or cdylibs by itself.)
@@ -30,7 +31,8 @@ fn profile_dir() -> Result<PathBuf> {
         })
 }
 
-/// Builds `otpgate` and `pam_otpgate` once; returns `target/<profile>`.
+/// Builds `otpgate`, `pam_otpgate` and `pam_otpgate_direct` once; returns
+/// `target/<profile>`.
 fn build() -> Result<PathBuf> {
     static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
     BUILT
@@ -38,10 +40,11 @@ fn build() -> Result<PathBuf> {
             let dir = profile_dir().map_err(|e| e.to_string())?;
             let target = dir.parent().ok_or("no target directory")?.to_path_buf();
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            // One package per build: together, the module would share the binary's
+            // One package per build: together, the modules would share the binary's
             // tokio features (its signal driver keeps a socket pair open for the life
-            // of the process, which the module must not leave in sshd).
-            for package in ["otpgate", "pam_otpgate"] {
+            // of the process, which the module must not leave in sshd), and the
+            // server-mode module would get the direct one's feature.
+            for package in ["otpgate", "pam_otpgate", "pam_otpgate_direct"] {
                 let mut cmd = Command::new(&cargo);
                 cmd.args(["build", "--quiet", "-p", package])
                     .env("CARGO_TARGET_DIR", &target);
@@ -69,7 +72,12 @@ pub fn otpgate_binary() -> Result<PathBuf> {
     Ok(build()?.join("otpgate"))
 }
 
-/// `libpam_otpgate.so`, freshly built.
+/// `libpam_otpgate.so` (server mode), freshly built.
 pub fn pam_module() -> Result<PathBuf> {
     Ok(build()?.join("libpam_otpgate.so"))
+}
+
+/// `libpam_otpgate_direct.so` (direct mode), freshly built.
+pub fn pam_direct_module() -> Result<PathBuf> {
+    Ok(build()?.join("libpam_otpgate_direct.so"))
 }

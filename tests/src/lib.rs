@@ -87,7 +87,7 @@ pub mod tls;
 pub mod users;
 pub mod webdriver;
 
-pub use artifacts::{otpgate_binary, pam_module};
+pub use artifacts::{otpgate_binary, pam_direct_module, pam_module};
 pub use baseline::FreeRadiusBaseline;
 pub use binary::{require_binary, require_python_modules};
 pub use config::{ConfigBuilder, TestConfig, toml_string, toml_string_array};
@@ -96,8 +96,8 @@ pub use fault::{FaultProxy, LdapOp};
 pub use freeradius::{FreeRadiusFront, FrontOptions};
 pub use mail::Mail;
 pub use pam::{
-    PAM_RADIUS_SECRET, PamBackends, PamResult, PamRun, PamSession, PamStack,
-    pam_radius_auth_module, pamtester, spawn_pamtester,
+    PAM_RADIUS_SECRET, PamBackends, PamModule, PamResult, PamRun, PamSession, PamStack,
+    pam_radius_auth_module, pamtester, security_module, spawn_pamtester,
 };
 pub use ports::{free_tcp_port, free_udp_port};
 pub use process::{READY_TIMEOUT, wait_until};

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use crate::artifacts::pam_module;
+use crate::artifacts::{pam_direct_module, pam_module};
 use crate::binary::require_binary;
 use crate::error::{HarnessError, Result};
 
@@ -25,15 +25,30 @@ const PAM_WRAPPER: &str = "/usr/lib/x86_64-linux-gnu/libpam_wrapper.so";
 /// Debian's module directory (for pam_permit in account and session).
 const SECURITY_DIR: &str = "/usr/lib/x86_64-linux-gnu/security";
 
+/// Which module a stack's services load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PamModule {
+    /// `pam_otpgate.so`: server mode only.
+    Server,
+    /// `pam_otpgate_direct.so`: the same module with the core, for direct mode.
+    Direct,
+}
+
 /// A directory of PAM service files.
 #[derive(Debug)]
 pub struct PamStack {
     dir: tempfile::TempDir,
+    module: PamModule,
 }
 
 impl PamStack {
-    /// An empty service directory.
+    /// An empty service directory whose services load the server-mode module.
     pub fn new() -> Result<Self> {
+        Self::with_module(PamModule::Server)
+    }
+
+    /// An empty service directory whose services load `module`.
+    pub fn with_module(module: PamModule) -> Result<Self> {
         if !Path::new(PAM_WRAPPER).exists() {
             return Err(HarnessError::Usage(format!(
                 "{PAM_WRAPPER} is missing: apt-get install libpam-wrapper"
@@ -43,7 +58,7 @@ impl PamStack {
             .prefix("otpgate-pam.d-")
             .tempdir()
             .map_err(|e| HarnessError::io("creating a temporary directory", e))?;
-        Ok(Self { dir })
+        Ok(Self { dir, module })
     }
 
     /// The directory (`PAM_WRAPPER_SERVICE_DIR`).
@@ -54,9 +69,25 @@ impl PamStack {
     /// Writes service `name`: `auth required pam_otpgate.so ARGS`, then pam_permit for
     /// account and session (sshd runs those too).
     pub fn service(&self, name: &str, module_args: &str) -> Result<()> {
-        let module = pam_module()?;
+        self.service_with_control(name, "required", module_args, "")
+    }
+
+    /// Writes service `name`: `auth CONTROL pam_otpgate.so ARGS`, then the auth lines
+    /// `after` (full lines, `SECURITY_DIR` spelled out by the caller through
+    /// [`security_module`]), then pam_permit for account and session.
+    pub fn service_with_control(
+        &self,
+        name: &str,
+        control: &str,
+        module_args: &str,
+        after: &str,
+    ) -> Result<()> {
+        let module = match self.module {
+            PamModule::Server => pam_module()?,
+            PamModule::Direct => pam_direct_module()?,
+        };
         let text = format!(
-            "auth required {} {module_args}\naccount required {SECURITY_DIR}/pam_permit.so\n\
+            "auth {control} {} {module_args}\n{after}account required {SECURITY_DIR}/pam_permit.so\n\
              session required {SECURITY_DIR}/pam_permit.so\n",
             module.display()
         );
@@ -126,6 +157,11 @@ pub(crate) fn pam_wrapper_turn() -> MutexGuard<'static, ()> {
     PAM_WRAPPER_TURN
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The path of one of the system's modules (`pam_permit.so`, `pam_deny.so`).
+pub fn security_module(name: &str) -> String {
+    format!("{SECURITY_DIR}/{name}")
 }
 
 /// What `pamtester` reported.

@@ -144,10 +144,14 @@ impl DirectBackend {
     /// answer.
     fn map_step(&mut self, step: LoginStep) -> Outcome {
         match step {
+            // `nullok` let a user with no second factor through: PAM_IGNORE (or, where
+            // the module checked the password itself, the success of that check).
+            LoginStep::Accepted(accepted) if accepted.factor() == Factor::NotEnrolled => {
+                Outcome::NoSecondFactor
+            }
             LoginStep::Accepted(accepted) => Outcome::Accepted {
                 how: match accepted.factor() {
                     Factor::TrustedDevice => "trusted host".into(),
-                    Factor::NotEnrolled => "nullok: no second factor".into(),
                     other => other.method().to_string(),
                 },
             },

@@ -3,8 +3,10 @@
 //!
 //! - [`server`]: a RADIUS client of `otpgate serve` (plain blocking UDP sockets with
 //!   timeouts, closed before the call returns);
-//! - [`direct`]: the core itself, on a current-thread runtime created and dropped inside
-//!   the call, with Redis as the store.
+//! - `direct` (cargo feature `direct`, shipped as `pam_otpgate_direct.so`): the core
+//!   itself, on a current-thread runtime created and dropped inside the call, with Redis
+//!   as the store. Without the feature the module links no core, no tokio and no LDAP,
+//!   Redis or SMTP client, and refuses `backend = "direct"` (PAM_AUTHINFO_UNAVAIL).
 //!
 //! [`open`] loads the module's configuration (root-owned; for direct mode also not
 //! readable by others), never from the environment, and builds the backend.
@@ -17,6 +19,7 @@ use zeroize::Zeroizing;
 
 use crate::args::Args;
 
+#[cfg(feature = "direct")]
 pub mod direct;
 pub mod server;
 
@@ -48,6 +51,10 @@ impl std::fmt::Debug for Login {
 pub enum Outcome {
     /// Let the user in; `how` is for the log ("totp", "trusted-device", "nullok", …).
     Accepted { how: String },
+    /// `nullok` and the user has no second factor: PAM_IGNORE in `mode=otp-only` (the
+    /// module has no say, so the stack decides), PAM_SUCCESS in `mode=password+otp`
+    /// (the module checked the password itself).
+    NoSecondFactor,
     /// Ask for a code, showing `message` first if there is one.
     NeedCode { message: Option<String> },
     /// The answer is no.
@@ -99,7 +106,14 @@ pub fn open(args: &Args) -> Result<Box<dyn Backend>, BackendError> {
     let config = load(&args.config)?;
     match config.pam.as_ref().map(|p| p.backend) {
         Some(PamBackend::Server) => Ok(Box::new(server::ServerBackend::new(&config)?)),
+        #[cfg(feature = "direct")]
         Some(PamBackend::Direct) => Ok(Box::new(direct::DirectBackend::open(&config)?)),
+        #[cfg(not(feature = "direct"))]
+        Some(PamBackend::Direct) => Err(BackendError::Config(format!(
+            "{}: backend = \"direct\" needs pam_otpgate_direct.so; this module is the \
+             server-mode one",
+            args.config.display()
+        ))),
         None => Err(BackendError::Config(format!(
             "{}: no [pam] section",
             args.config.display()

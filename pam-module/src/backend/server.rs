@@ -87,9 +87,7 @@ impl ServerBackend {
             Reply::Reject { attributes, .. } => match reject_reason(&attributes) {
                 Some("unknown-user") => Outcome::Refused(Refused::UnknownUser),
                 Some("locked") => Outcome::Refused(Refused::Locked),
-                Some("not-enrolled") if login.nullok => Outcome::Accepted {
-                    how: "nullok: no second factor".into(),
-                },
+                Some("not-enrolled") if login.nullok => Outcome::NoSecondFactor,
                 Some("not-enrolled") => Outcome::Refused(Refused::NotEnrolled),
                 _ => Outcome::Refused(Refused::Denied("rejected by the otpgate server".into())),
             },

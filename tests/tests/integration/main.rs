@@ -12,6 +12,7 @@ mod flow;
 mod harness_selftest;
 mod logs;
 mod mail;
+mod packages;
 mod pam;
 mod pam_radius;
 mod portal;

@@ -8,8 +8,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use otpgate_tests::{
-    ConfigBuilder, OtpgateServe, PamResult, PamStack, Redis, Slapd, SmtpSink, TestConfig,
-    free_udp_port, pamtester, spawn_pamtester, wait_until, write_radius_secret,
+    ConfigBuilder, OtpgateServe, PamModule, PamResult, PamStack, Redis, Slapd, SmtpSink,
+    TestConfig, free_udp_port, pamtester, security_module, spawn_pamtester, wait_until,
+    write_radius_secret,
 };
 
 use crate::radius::{SECRET, code, current_step, enroll, json, otpgate};
@@ -165,15 +166,30 @@ pub fn direct_env() -> Env {
 }
 
 impl Env {
-    /// A stack with services `otp` (otp-only), `nullok`, `pw` (password+otp, remember)
-    /// and `remember` (otp-only, remember).
+    /// A stack with services `otp` (otp-only), `pw` (password+otp, remember),
+    /// `remember` (otp-only, remember), and `passon` / `passon-deny`: the packaged
+    /// profile's `[success=done ignore=ignore default=die] … nullok ignore_unknown_user`
+    /// followed by pam_permit (the rest of the stack lets in) or pam_deny (it does not:
+    /// so a PAM_IGNORE shows as a refusal, a PAM_SUCCESS as a success).
     pub fn stack(&self) -> PamStack {
-        let stack = PamStack::new().unwrap();
+        let module = if self.servers.is_empty() {
+            PamModule::Direct
+        } else {
+            PamModule::Server
+        };
+        let stack = PamStack::with_module(module).unwrap();
         let config = format!("config={}", self.pam_config.display());
         stack.service("otp", &config).unwrap();
-        stack
-            .service("nullok", &format!("{config} nullok"))
-            .unwrap();
+        for (name, then) in [("passon", "pam_permit.so"), ("passon-deny", "pam_deny.so")] {
+            stack
+                .service_with_control(
+                    name,
+                    "[success=done ignore=ignore default=die]",
+                    &format!("{config} nullok ignore_unknown_user"),
+                    &format!("auth required {}\n", security_module(then)),
+                )
+                .unwrap();
+        }
         stack
             .service(
                 "pw",
@@ -254,11 +270,27 @@ fn the_login_rules(e: &mut Env) {
     let without = run("otp", "bob", &[]);
     assert_eq!(without.result, PamResult::AuthErr, "{}", without.output);
     assert_eq!(without.prompts(OTP_PROMPT), 0, "{}", without.output);
-    let with = run("nullok", "bob", &[]);
-    assert_eq!(with.result, PamResult::Success, "{}", with.output);
-    // nullok does not excuse a user who has a factor.
-    let enrolled = run("nullok", "alice", &["999999"]);
+    // nullok and ignore_unknown_user pass bob and an unknown user on (PAM_IGNORE),
+    // unasked: the rest of the stack decides, so pam_permit lets them in and pam_deny
+    // does not (a PAM_SUCCESS would have ended the stack before pam_deny).
+    for user in ["bob", "nosuchuser"] {
+        let on = run("passon", user, &[]);
+        assert_eq!(on.result, PamResult::Success, "{user}: {}", on.output);
+        assert_eq!(on.prompts(OTP_PROMPT), 0, "{user}: {}", on.output);
+        let denied = run("passon-deny", user, &[]);
+        assert_eq!(
+            denied.result,
+            PamResult::AuthErr,
+            "{user}: {}",
+            denied.output
+        );
+        assert_eq!(denied.prompts(OTP_PROMPT), 0, "{user}: {}", denied.output);
+    }
+    // A user the directory knows is still asked, and a wrong code ends the stack
+    // (default=die) before pam_permit.
+    let enrolled = run("passon", "alice", &["999999"]);
     assert_eq!(enrolled.result, PamResult::AuthErr, "{}", enrolled.output);
+    assert_eq!(enrolled.prompts(OTP_PROMPT), 1, "{}", enrolled.output);
 
     // The email keyword round: dave has an address and no app.
     e.register_address("dave", "dave.private@example.org");

@@ -3,7 +3,9 @@
 //! scripted paramiko client: a wrong code fails, the right one succeeds, and a second
 //! login from the same host is let in after the password alone.
 
-use otpgate_tests::{LocalUser, PamStack, Sshd, TestUserSpec, files::random_bytes, ssh_login};
+use otpgate_tests::{
+    LocalUser, PamModule, PamStack, Sshd, TestUserSpec, files::random_bytes, ssh_login,
+};
 
 use crate::pam::direct_env;
 use crate::radius::{code, enroll};
@@ -30,7 +32,7 @@ fn ssh_logins_with_password_and_code_then_remembered_host() {
     let user = LocalUser::create(&name).unwrap();
     let secret = enroll(e.config.path(), &name, e.base);
 
-    let stack = PamStack::new().unwrap();
+    let stack = PamStack::with_module(PamModule::Direct).unwrap();
     stack
         .service(
             "sshd",
