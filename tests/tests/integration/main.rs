@@ -11,6 +11,7 @@ mod mail;
 mod pam;
 mod portal;
 mod portal_browser;
+mod portal_edges;
 mod radius;
 mod ssh;
 mod store;
