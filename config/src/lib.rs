@@ -426,6 +426,22 @@ pub struct PortalConfig {
     pub tls_key_file: Option<PathBuf>,
     /// Members of this LDAP group see the admin/helpdesk pages.
     pub admin_group: Option<String>,
+    /// `Forwarded` / `X-Forwarded-For` are honoured only from these peers.
+    pub trusted_proxies: Vec<IpNet>,
+    /// The site's name in the page title and header (the built-in name when unset).
+    pub site_name: Option<LocalizedText>,
+    /// How users reach the helpdesk, shown wherever a page sends them there.
+    pub helpdesk_contact: Option<LocalizedText>,
+    /// Each quiet phase of a connection (TLS handshake, first request, keep-alive idle)
+    /// ends after this.
+    pub idle_timeout: Duration,
+}
+
+/// A text in English and Japanese (Japanese falls back to the English one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalizedText {
+    pub en: String,
+    pub ja: String,
 }
 
 #[derive(Debug, Clone)]

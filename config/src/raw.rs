@@ -210,6 +210,21 @@ pub struct RawPortal {
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
     pub admin_group: Option<String>,
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` are believed (CIDRs or addresses).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    pub site_name: Option<RawLocalized>,
+    pub helpdesk_contact: Option<RawLocalized>,
+    /// A connection's bound for each quiet phase (handshake, first request, idle).
+    pub idle_timeout: Option<String>,
+}
+
+/// A text in both of the portal's languages.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLocalized {
+    pub en: String,
+    pub ja: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -284,3 +284,48 @@ fn smtp_urls_say_how_mail_is_protected() {
     let err = smtp("smtp://relay", "tls_ca_file = \"ca.pem\"\n").unwrap_err();
     assert!(err.message.contains("only used with TLS"), "{err}");
 }
+
+#[test]
+fn portal_proxies_site_texts_and_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "[portal]\nlisten = \"127.0.0.1:8443\"\npublic_url = \"https://mfa.example.org\"\n";
+    let c = parse(
+        dir.path(),
+        &format!(
+            "{base}trusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\"]\n\
+             site_name = {{ en = \"Example MFA\", ja = \"例 多要素認証\" }}\n\
+             helpdesk_contact = {{ en = \"ext. 1234\" }}\nidle_timeout = \"5s\"\n"
+        ),
+    )
+    .unwrap();
+    let p = c.portal.unwrap();
+    assert_eq!(p.trusted_proxies.len(), 2);
+    assert!(p.trusted_proxies[1].contains(&"192.0.2.7".parse::<std::net::IpAddr>().unwrap()));
+    assert_eq!(p.site_name.as_ref().unwrap().ja, "例 多要素認証");
+    // Japanese falls back to the English text.
+    assert_eq!(p.helpdesk_contact.as_ref().unwrap().ja, "ext. 1234");
+    assert_eq!(p.idle_timeout.as_secs(), 5);
+    // Defaults: nobody trusted, built-in texts, 20 s.
+    let p = parse(dir.path(), base).unwrap().portal.unwrap();
+    assert!(p.trusted_proxies.is_empty() && p.site_name.is_none());
+    assert_eq!(p.idle_timeout.as_secs(), 20);
+    for (bad, key) in [
+        (
+            "trusted_proxies = [\"proxy.example\"]\n",
+            "portal.trusted_proxies",
+        ),
+        ("site_name = { en = \"\" }\n", "portal.site_name"),
+        ("site_name = { en = \"a\", fr = \"b\" }\n", "portal"),
+        (
+            "helpdesk_contact = { en = \"a\\u0007\" }\n",
+            "portal.helpdesk_contact",
+        ),
+        ("idle_timeout = \"0s\"\n", "portal.idle_timeout"),
+    ] {
+        let err = parse(dir.path(), &format!("{base}{bad}")).unwrap_err();
+        assert!(
+            err.key.as_deref().unwrap_or("").starts_with(key) || err.message.contains("fr"),
+            "{bad}: {err}"
+        );
+    }
+}

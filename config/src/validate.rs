@@ -892,11 +892,39 @@ fn portal(cx: &Ctx<'_>, p: raw::RawPortal) -> Result<PortalConfig, ConfigError> 
     if !(p.public_url.starts_with("https://") || p.public_url.starts_with("http://")) {
         return Err(cx.err(S, None, Some("public_url"), "must be an https:// URL"));
     }
+    let trusted_proxies = p
+        .trusted_proxies
+        .iter()
+        .map(|t| parse_network(t).map_err(|m| cx.err(S, None, Some("trusted_proxies"), m)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let localized = |key: &str, raw: Option<raw::RawLocalized>| {
+        raw.map(|r| {
+            let ja = r.ja.unwrap_or_else(|| r.en.clone());
+            for text in [&r.en, &ja] {
+                if text.trim().is_empty() || text.chars().count() > 300 {
+                    return Err(cx.err(S, None, Some(key), "give 1 to 300 characters"));
+                }
+                if text.chars().any(char::is_control) {
+                    return Err(cx.err(S, None, Some(key), "control characters are not allowed"));
+                }
+            }
+            Ok(LocalizedText { en: r.en, ja })
+        })
+        .transpose()
+    };
+    let idle_timeout = cx.duration(S, "idle_timeout", p.idle_timeout.as_ref(), "20s")?;
+    if idle_timeout < Duration::from_secs(1) || idle_timeout > Duration::from_secs(600) {
+        return Err(cx.err(S, None, Some("idle_timeout"), "must be between 1s and 10m"));
+    }
     Ok(PortalConfig {
         listen: socket_addr(&p.listen).map_err(|m| cx.err(S, None, Some("listen"), m))?,
         public_url: p.public_url.trim_end_matches('/').to_string(),
         tls_cert_file: p.tls_cert_file.map(|f| cx.path(&f)),
         tls_key_file: p.tls_key_file.map(|f| cx.path(&f)),
         admin_group: p.admin_group,
+        trusted_proxies,
+        site_name: localized("site_name", p.site_name)?,
+        helpdesk_contact: localized("helpdesk_contact", p.helpdesk_contact)?,
+        idle_timeout,
     })
 }

@@ -78,6 +78,10 @@ pub enum Refusal {
     /// A trusted device id that the user does not have.
     #[error("no such trusted device")]
     NoSuchDevice,
+    /// Too many confirmation mails in the last hour, for this user or to this address:
+    /// nothing was mailed. Try again later.
+    #[error("too many confirmation mails; try again later")]
+    TooManyMails,
 }
 
 /// A core error.

@@ -63,6 +63,8 @@ pub struct Keys {
     seal: Zeroizing<[u8; 32]>,
     codes: Zeroizing<[u8; 32]>,
     devices: Zeroizing<[u8; 32]>,
+    sessions: Zeroizing<[u8; 32]>,
+    doors: Zeroizing<[u8; 32]>,
 }
 
 impl fmt::Debug for Keys {
@@ -96,6 +98,8 @@ impl Keys {
             seal: Zeroizing::new(hmac(master, &[b"otpgate v1 totp-seal"])),
             codes: Zeroizing::new(hmac(master, &[b"otpgate v1 code-hash"])),
             devices: Zeroizing::new(hmac(master, &[b"otpgate v1 device-hash"])),
+            sessions: Zeroizing::new(hmac(master, &[b"otpgate v1 session-seal"])),
+            doors: Zeroizing::new(hmac(master, &[b"otpgate v1 door-mac"])),
         })
     }
 
@@ -182,6 +186,51 @@ impl Keys {
     }
 }
 
+impl Keys {
+    /// A keyed hash for a door, one per `purpose`: names a session in the store without
+    /// the browser's token, signs an anonymous form's CSRF token, stands for an address
+    /// in a counter. Lowercase hex.
+    pub fn door_mac(&self, purpose: &str, data: &[u8]) -> String {
+        HEXLOWER.encode(&hmac(self.doors.as_ref(), &[purpose.as_bytes(), data]))
+    }
+
+    /// Encrypts a door's session (AES-256-GCM under the session key, `aad` bound in):
+    /// the 12-byte nonce, then the ciphertext with its tag.
+    pub fn seal_session(
+        &self,
+        aad: &[u8],
+        plain: &[u8],
+        random: &dyn Random,
+    ) -> Result<Vec<u8>, CoreError> {
+        let cipher = Aes256Gcm::new_from_slice(self.sessions.as_ref())
+            .map_err(|e| CoreError::Internal(e.to_string()))?;
+        let nonce = random::bytes::<12>(random)?;
+        let ciphertext = cipher
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad })
+            .map_err(|_| CoreError::Internal("AES-GCM encryption failed".into()))?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ciphertext);
+        Ok(out)
+    }
+
+    /// Decrypts what [`Keys::seal_session`] made with the same `aad`; `None` when it
+    /// does not open (another key, another session's record, or tampered).
+    pub fn open_session(&self, aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        let (nonce, ciphertext) = sealed.split_at_checked(12)?;
+        let cipher = Aes256Gcm::new_from_slice(self.sessions.as_ref()).ok()?;
+        cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad,
+                },
+            )
+            .ok()
+            .map(Zeroizing::new)
+    }
+}
+
 /// Compares two byte strings in constant time (for equal lengths).
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
@@ -194,6 +243,26 @@ mod tests {
 
     fn keys() -> Keys {
         Keys::derive(&[42u8; 32]).unwrap()
+    }
+
+    #[test]
+    fn sessions_seal_bound_to_their_aad_and_door_macs_differ_by_purpose() {
+        let k = keys();
+        let sealed = k.seal_session(b"s1", b"state", &OsRandom).unwrap();
+        assert_eq!(k.open_session(b"s1", &sealed).unwrap().as_slice(), b"state");
+        assert!(
+            k.open_session(b"s2", &sealed).is_none(),
+            "another session's aad"
+        );
+        let mut tampered = sealed.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert!(k.open_session(b"s1", &tampered).is_none());
+        assert!(k.open_session(b"s1", &sealed[..5]).is_none());
+        let other = Keys::derive(&[7u8; 32]).unwrap();
+        assert!(other.open_session(b"s1", &sealed).is_none(), "another key");
+        assert_ne!(k.door_mac("a", b"x"), k.door_mac("b", b"x"));
+        assert_eq!(k.door_mac("a", b"x"), k.door_mac("a", b"x"));
+        assert_ne!(k.door_mac("a", b"x"), other.door_mac("a", b"x"));
     }
 
     #[test]

@@ -19,8 +19,7 @@ use crate::PortalOptions;
 use crate::handlers::{account, admin, login};
 use crate::i18n;
 use crate::limit::RateLimiter;
-use crate::session::Sessions;
-use crate::visit::bare_page;
+use crate::visit::{bare_page, persist};
 
 /// Every request must be answered within this.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
@@ -40,7 +39,6 @@ pub mod metric {
 /// What every handler shares.
 pub struct Inner {
     pub core: Arc<Core>,
-    pub sessions: Sessions,
     pub limiter: RateLimiter,
     pub options: PortalOptions,
     pub in_flight: Arc<Semaphore>,
@@ -62,7 +60,6 @@ impl App {
     pub fn new(core: Arc<Core>, options: PortalOptions) -> Self {
         App(Arc::new(Inner {
             core,
-            sessions: Sessions::default(),
             limiter: RateLimiter::default(),
             options,
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
@@ -117,8 +114,9 @@ async fn style() -> Response {
         .into_response()
 }
 
-async fn not_found(headers: axum::http::HeaderMap) -> Response {
+async fn not_found(State(app): State<App>, headers: axum::http::HeaderMap) -> Response {
     bare_page(
+        &app.options.site,
         i18n::negotiate(&headers),
         StatusCode::NOT_FOUND,
         "err.notfound",
@@ -131,14 +129,27 @@ async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let lang = i18n::negotiate(req.headers());
     let mut response = match app.in_flight.clone().try_acquire_owned() {
-        Err(_) => bare_page(lang, StatusCode::SERVICE_UNAVAILABLE, "err.busy"),
-        Ok(_permit) => match tokio::time::timeout(REQUEST_DEADLINE, next.run(req)).await {
-            Ok(r) => r,
-            Err(_) => {
-                tracing::warn!("portal: a request passed its deadline");
-                bare_page(lang, StatusCode::SERVICE_UNAVAILABLE, "err.unavailable")
+        Err(_) => bare_page(
+            &app.options.site,
+            lang,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "err.busy",
+        ),
+        Ok(_permit) => {
+            let run = async { persist(&app, next.run(req).await).await };
+            match tokio::time::timeout(REQUEST_DEADLINE, run).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!("portal: a request passed its deadline");
+                    bare_page(
+                        &app.options.site,
+                        lang,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "err.unavailable",
+                    )
+                }
             }
-        },
+        }
     };
     let h = response.headers_mut();
     for (name, value) in [

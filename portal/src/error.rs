@@ -31,6 +31,7 @@ pub fn refusal(lang: Lang, r: &Refusal) -> String {
         Refusal::AlreadyEnrolled => "ref.already",
         Refusal::NotEnrolled => "ref.not_enrolled",
         Refusal::NoSuchDevice => "ref.no_device",
+        Refusal::TooManyMails => "ref.too_many_mails",
         Refusal::NotActivated => "ref.not_activated",
         Refusal::UnknownUser => "ref.unknown_user",
         _ => "ref.generic",

@@ -35,6 +35,8 @@ pub enum Nav {
 /// Everything the layout needs besides the body.
 pub struct Layout<'a> {
     pub lang: Lang,
+    /// The site's name (configured, or the built-in one).
+    pub site: &'a str,
     pub title: &'a str,
     pub user: Option<&'a str>,
     pub nav: Nav,
@@ -147,7 +149,7 @@ pub fn page(l: &Layout<'_>, body: &str) -> String {
 "#,
         code = lang.code(),
         title = esc(l.title),
-        site = esc(t(lang, "site")),
+        site = esc(l.site),
     )
 }
 

@@ -61,6 +61,34 @@ pub fn negotiate(headers: &HeaderMap) -> Lang {
     best.map_or(Lang::En, |(_, l)| l)
 }
 
+/// The texts an operator configures (`[portal] site_name`, `helpdesk_contact`).
+#[derive(Debug, Clone, Default)]
+pub struct SiteTexts {
+    pub name: Option<otpgate_config::LocalizedText>,
+    pub helpdesk: Option<otpgate_config::LocalizedText>,
+}
+
+fn pick(text: &otpgate_config::LocalizedText, lang: Lang) -> &str {
+    match lang {
+        Lang::En => &text.en,
+        Lang::Ja => &text.ja,
+    }
+}
+
+impl SiteTexts {
+    /// The site's name: the configured one, else the built-in.
+    pub fn name(&self, lang: Lang) -> &str {
+        self.name
+            .as_ref()
+            .map_or(t(lang, "site"), |n| pick(n, lang))
+    }
+
+    /// The helpdesk contact, when configured.
+    pub fn helpdesk(&self, lang: Lang) -> Option<&str> {
+        self.helpdesk.as_ref().map(|h| pick(h, lang))
+    }
+}
+
 /// The text of `key` in `lang` (the key itself if the catalogue lacks it, which a unit
 /// test rules out for the keys the pages use).
 pub fn t(lang: Lang, key: &str) -> &'static str {
@@ -488,6 +516,22 @@ const CATALOGUE: &[(&str, &str, &str)] = &[
         "err.link.text",
         "This link is incomplete, already used or expired. Ask for a new one.",
         "このリンクは不完全、使用済み、または期限切れです。新しいリンクを依頼してください。",
+    ),
+    ("err.conflict", "Please try again", "もう一度お試しください"),
+    (
+        "err.conflict.text",
+        "This session was changed by another page at the same moment; nothing of this request was kept. Go back and try again.",
+        "同じセッションが同時に別のページから変更されたため、この操作は保存されませんでした。戻ってもう一度お試しください。",
+    ),
+    (
+        "helpdesk.contact",
+        "Helpdesk: {contact}",
+        "ヘルプデスク: {contact}",
+    ),
+    (
+        "ref.too_many_mails",
+        "Too many confirmation mails were sent in the last hour, for you or to this address. Nothing was sent; try again later.",
+        "この1時間に、あなた宛てまたはこのアドレス宛ての確認メールが多すぎます。送信していません。しばらくしてから再度お試しください。",
     ),
     ("err.too_many", "Too many attempts", "試行回数の超過"),
     (

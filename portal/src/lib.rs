@@ -7,9 +7,12 @@
 //!   a bound on connections, a handshake timeout, graceful drain on the shutdown token.
 //! - `app`: the router, the shared state, and the middleware every request passes
 //!   (a bound on requests in flight, a 30 s deadline, security headers, metrics).
-//! - `visit`: one request as the handlers see it: the session (locked for the request),
-//!   the language, cookies, the CSRF check, and the responses (pages, redirects).
-//! - `session`: sessions in memory, bounded, expiring when idle; the login stages.
+//! - `visit`: one request as the handlers see it: the session (read from the store,
+//!   saved by version after the response is built), the language, the client address,
+//!   cookies, the CSRF check, and the responses (pages, redirects).
+//! - `session`: the login stages; sessions in the store (made only after the password
+//!   step, sealed by the core); the signed CSRF cookie of anonymous pages.
+//! - `client`: the client's address behind `trusted_proxies`.
 //! - `form`: strict `application/x-www-form-urlencoded` parsing; values zeroised.
 //! - `limit`: the per-address rate limit on password and code attempts.
 //! - `i18n`: the message catalogue (en, ja) and Accept-Language negotiation.
@@ -20,13 +23,15 @@
 //! - `error`: the one place where core errors become pages; no internal text reaches
 //!   the browser.
 //!
-//! Sessions live in this process's memory: several instances behind one name need
-//! sticky balancing. Trusted browsers are store records, shared by every instance.
+//! Sessions and trusted browsers are store records, shared by every instance: several
+//! instances behind one name need no sticky balancing. Anonymous visitors cost no
+//! server state.
 #![forbid(unsafe_code)]
 // Handlers return early with a whole `Response` (once per request); boxing it buys nothing.
 #![allow(clippy::result_large_err)]
 
 mod app;
+mod client;
 mod error;
 mod form;
 mod handlers;
@@ -44,6 +49,7 @@ use otpgate_core::Core;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use i18n::SiteTexts;
 pub use server::{PortalError, tls_config};
 
 /// What the portal needs from the configuration.
@@ -55,6 +61,12 @@ pub struct PortalOptions {
     pub admin_group: Option<String>,
     /// How long "Trust this browser" lasts (`trust.remember_for`).
     pub remember_for: Duration,
+    /// Peers whose `Forwarded` / `X-Forwarded-For` are believed.
+    pub trusted_proxies: Vec<otpgate_config::IpNet>,
+    /// The site's name and helpdesk contact.
+    pub site: SiteTexts,
+    /// Each quiet phase of a connection ends after this.
+    pub idle_timeout: Duration,
 }
 
 impl PortalOptions {
@@ -67,6 +79,12 @@ impl PortalOptions {
             public_url: portal.public_url.clone(),
             admin_group: portal.admin_group.clone(),
             remember_for: config.trust.remember_for,
+            trusted_proxies: portal.trusted_proxies.clone(),
+            site: SiteTexts {
+                name: portal.site_name.clone(),
+                helpdesk: portal.helpdesk_contact.clone(),
+            },
+            idle_timeout: portal.idle_timeout,
         }
     }
 }
@@ -80,6 +98,7 @@ pub async fn run(
     options: PortalOptions,
     shutdown: CancellationToken,
 ) -> Result<(), PortalError> {
+    let limits = server::Limits::new(&options);
     let router = app::router(app::App::new(core, options));
-    server::serve(listener, tls, router, shutdown).await
+    server::serve(listener, tls, router, limits, shutdown).await
 }

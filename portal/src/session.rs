@@ -1,25 +1,34 @@
-//! Sessions, in this process's memory: a bounded map from a random id to a session
-//! that a request locks for its whole duration (so two requests of one browser never
-//! interleave), dropped after [`IDLE_TIMEOUT`] without use.
+//! Sessions, in the store: any instance serves any request.
+//!
+//! - An **anonymous** visitor costs no server state. The CSRF token of an anonymous page
+//!   is a signed double-submit cookie: a random nonce and its keyed hash under a key
+//!   derived from the master key ([`AnonCsrf`]); a form is accepted when its token is
+//!   the cookie's and the hash checks. A flood of visitors fills nothing.
+//! - A server-side session is made only when the password step succeeds. The browser
+//!   holds `<user, hex>.<256-bit random token>` ([`SessionRef`]); the store holds the
+//!   session under the user's hash tag and a keyed hash of the token, sealed by the
+//!   core (AES-256-GCM) with the user and that hash as associated data, and it expires
+//!   after [`IDLE_TIMEOUT`] without use.
+//! - Each change is saved with the version it read (compare-and-set): of two
+//!   concurrent posts of one browser, the second to save is refused and shown a
+//!   "try again" page, so their login steps never interleave in the session.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use data_encoding::HEXLOWER;
 use otpgate_core::CoreError;
 use otpgate_core::random::{Random, hex_id};
 use otpgate_core::service::PendingLogin;
 use otpgate_core::user::UserName;
+use serde::{Deserialize, Serialize};
 
 /// A session unused this long is gone.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-/// Sessions held at once; past this, expired ones are purged, then new visitors wait.
-pub const MAX_SESSIONS: usize = 20_000;
 
 /// Where a visitor is in the login.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub enum Stage {
-    /// Not signed in.
+    /// Not signed in (never stored).
     #[default]
     Anonymous,
     /// The password was verified; the second factor is awaited. The core's pending
@@ -33,8 +42,19 @@ pub enum Stage {
     Full(Signed),
 }
 
+impl Stage {
+    /// The user this stage is about, if any.
+    pub fn user(&self) -> Option<&UserName> {
+        match self {
+            Stage::Anonymous => None,
+            Stage::Password(p) => Some(p.user()),
+            Stage::Limited(s) | Stage::Full(s) => Some(&s.user),
+        }
+    }
+}
+
 /// A signed-in user.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Signed {
     pub user: UserName,
     /// In the configured operators' group.
@@ -42,7 +62,7 @@ pub struct Signed {
 }
 
 /// One browser's session.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Session {
     /// The CSRF token every form of this session carries.
     pub csrf: String,
@@ -51,97 +71,81 @@ pub struct Session {
     pub notice: Option<String>,
 }
 
-struct Entry {
-    session: Arc<tokio::sync::Mutex<Session>>,
-    touched: Instant,
+/// What the session cookie names: the user (so the store key, under the user's hash
+/// tag, can be found) and the random token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRef {
+    pub user: UserName,
+    pub token: String,
 }
 
-/// The sessions of this process.
-#[derive(Default)]
-pub struct Sessions {
-    map: Mutex<HashMap<String, Entry>>,
-}
-
-/// No room for another session.
-#[derive(Debug)]
-pub struct Full;
-
-impl Sessions {
-    /// The live session with this id, if any (touching it).
-    pub fn get(&self, id: &str) -> Option<Arc<tokio::sync::Mutex<Session>>> {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let expired = map
-            .get(id)
-            .is_some_and(|e| now.duration_since(e.touched) > IDLE_TIMEOUT);
-        if expired {
-            map.remove(id);
-            return None;
-        }
-        map.get_mut(id).map(|e| {
-            e.touched = now;
-            e.session.clone()
+impl SessionRef {
+    /// A fresh reference for `user`.
+    pub fn new(user: UserName, random: &dyn Random) -> Result<Self, CoreError> {
+        Ok(Self {
+            user,
+            token: hex_id::<32>(random)?,
         })
     }
 
-    /// A new anonymous session with a fresh id and CSRF token.
-    pub fn create(
-        &self,
-        random: &dyn Random,
-    ) -> Result<(String, Arc<tokio::sync::Mutex<Session>>), CreateError> {
-        let id = hex_id::<32>(random).map_err(CreateError::Random)?;
-        let csrf = hex_id::<32>(random).map_err(CreateError::Random)?;
-        let session = Arc::new(tokio::sync::Mutex::new(Session {
-            csrf,
-            stage: Stage::Anonymous,
-            notice: None,
-        }));
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_SESSIONS {
-            let now = Instant::now();
-            map.retain(|_, e| now.duration_since(e.touched) <= IDLE_TIMEOUT);
-            if map.len() >= MAX_SESSIONS {
-                return Err(CreateError::Full(Full));
-            }
+    /// From a cookie value; `None` unless well-formed.
+    pub fn parse(value: &str) -> Option<Self> {
+        let (user, token) = value.split_once('.')?;
+        if user.is_empty() || user.len() > 512 || !token_ok(token) {
+            return None;
         }
-        map.insert(
-            id.clone(),
-            Entry {
-                session: session.clone(),
-                touched: Instant::now(),
-            },
-        );
-        Ok((id, session))
+        let name = HEXLOWER.decode(user.as_bytes()).ok()?;
+        let user = UserName::parse(std::str::from_utf8(&name).ok()?).ok()?;
+        Some(Self {
+            user,
+            token: token.to_string(),
+        })
     }
 
-    /// Forgets a session.
-    pub fn remove(&self, id: &str) {
-        self.map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
-    }
-
-    /// How many are held (for tests).
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+    /// The cookie value.
+    pub fn cookie_value(&self) -> String {
+        format!(
+            "{}.{}",
+            HEXLOWER.encode(self.user.as_str().as_bytes()),
+            self.token
+        )
     }
 }
 
-/// Why no session could be made.
-#[derive(Debug)]
-pub enum CreateError {
-    Full(Full),
-    Random(CoreError),
+/// A well-formed random token (64 lowercase hex digits), as the portal makes them.
+pub fn token_ok(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-impl std::fmt::Display for CreateError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CreateError::Full(Full) => write!(f, "{MAX_SESSIONS} sessions are held"),
-            CreateError::Random(e) => write!(f, "{e}"),
+/// The signed double-submit CSRF token of anonymous pages: `<nonce>.<mac>`.
+pub struct AnonCsrf;
+
+/// The purpose label of the anonymous CSRF token's keyed hash.
+const ANON_CSRF: &str = "portal anonymous csrf";
+
+impl AnonCsrf {
+    /// A new token, signed with `mac`.
+    pub fn make(random: &dyn Random, mac: impl Fn(&[u8]) -> String) -> Result<String, CoreError> {
+        let nonce = hex_id::<16>(random)?;
+        let tag = mac(nonce.as_bytes());
+        Ok(format!("{nonce}.{tag}"))
+    }
+
+    /// Whether `token` is one this portal signed.
+    pub fn valid(token: &str, mac: impl Fn(&[u8]) -> String) -> bool {
+        let Some((nonce, tag)) = token.split_once('.') else {
+            return false;
+        };
+        if nonce.len() != 32 || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return false;
         }
+        let expected = mac(nonce.as_bytes());
+        otpgate_core::secret::ct_eq(expected.as_bytes(), tag.as_bytes())
+    }
+
+    /// The keyed hash for these tokens, from the core's door keys.
+    pub fn mac(core: &otpgate_core::Core) -> impl Fn(&[u8]) -> String + '_ {
+        move |nonce| core.door_mac(ANON_CSRF, nonce)
     }
 }
 
@@ -150,17 +154,61 @@ mod tests {
     use super::*;
     use otpgate_core::random::OsRandom;
 
+    fn mac(data: &[u8]) -> String {
+        format!("{:02x}{}", data.len(), "0".repeat(62))
+    }
+
     #[test]
-    fn sessions_are_found_by_id_and_forgotten() {
-        let sessions = Sessions::default();
-        let (id, _) = sessions.create(&OsRandom).unwrap();
-        let (other, _) = sessions.create(&OsRandom).unwrap();
-        assert_ne!(id, other);
-        assert_eq!(id.len(), 64);
-        assert!(sessions.get(&id).is_some());
-        assert!(sessions.get("nope").is_none());
-        sessions.remove(&id);
-        assert!(sessions.get(&id).is_none());
-        assert_eq!(sessions.len(), 1);
+    fn session_refs_round_trip_and_refuse_junk() {
+        let alice = UserName::parse("alice").unwrap();
+        let r = SessionRef::new(alice.clone(), &OsRandom).unwrap();
+        let value = r.cookie_value();
+        assert!(value.starts_with("616c696365."));
+        assert_eq!(SessionRef::parse(&value), Some(r.clone()));
+        let other = SessionRef::new(alice, &OsRandom).unwrap();
+        assert_ne!(other.token, r.token);
+        for bad in [
+            "",
+            ".",
+            "616c696365",
+            "616c696365.",
+            "zz.0000000000000000000000000000000000000000000000000000000000000000",
+            "616c696365.000000000000000000000000000000000000000000000000000000000000000",
+            "616c696365.000000000000000000000000000000000000000000000000000000000000000G",
+            ".0000000000000000000000000000000000000000000000000000000000000000",
+        ] {
+            assert_eq!(SessionRef::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn anonymous_tokens_check_their_signature() {
+        let t = AnonCsrf::make(&OsRandom, mac).unwrap();
+        assert!(AnonCsrf::valid(&t, mac));
+        let (nonce, _) = t.split_once('.').unwrap();
+        assert!(!AnonCsrf::valid(
+            &format!("{nonce}.{}", "1".repeat(64)),
+            mac
+        ));
+        assert!(!AnonCsrf::valid("x", mac));
+        assert!(!AnonCsrf::valid(&format!("short.{}", mac(b"short")), mac));
+    }
+
+    #[test]
+    fn stages_survive_a_round_through_json() {
+        let s = Session {
+            csrf: "c".into(),
+            stage: Stage::Full(Signed {
+                user: UserName::parse("bob").unwrap(),
+                admin: true,
+            }),
+            notice: Some("n".into()),
+        };
+        let back: Session = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+        assert_eq!(back.stage.user().unwrap().as_str(), "bob");
+        assert!(matches!(
+            back.stage,
+            Stage::Full(Signed { admin: true, .. })
+        ));
     }
 }

@@ -1,5 +1,6 @@
-//! One request as a handler sees it: its session (locked until the response is built),
-//! language, client address and cookies; the CSRF check on forms; and the responses.
+//! One request as a handler sees it: its session (read from the store, saved after the
+//! response is built), language, client address and cookies; the CSRF check on forms;
+//! and the responses.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -11,21 +12,26 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use otpgate_core::audit::{Door, RequestContext};
 use otpgate_core::service::{DeviceId, OtpVerified};
-use tokio::sync::OwnedMutexGuard;
 
 use crate::app::App;
 use crate::form::Form;
 use crate::html::{self, Layout, Nav};
-use crate::i18n::{self, Lang, t};
+use crate::i18n::{self, Lang, SiteTexts, t};
 use crate::server::Remote;
-use crate::session::{Session, Signed, Stage};
+use crate::session::{AnonCsrf, IDLE_TIMEOUT, Session, SessionRef, Signed, Stage, token_ok};
 
 /// The session cookie: Lax, so that a link in a mail opens a signed-in session.
 pub const SESSION_COOKIE: &str = "__Host-otpgate-session";
+/// The signed CSRF token of anonymous pages (double-submit).
+pub const CSRF_COOKIE: &str = "__Host-otpgate-csrf";
+/// A message for the next anonymous page (one of [`FLASH_KEYS`], never free text).
+pub const NOTICE_COOKIE: &str = "__Host-otpgate-notice";
 /// The trusted-browser cookie: a random token whose keyed hash is the store's record.
 pub const DEVICE_COOKIE: &str = "__Host-otpgate-device";
 /// The chosen language.
 pub const LANG_COOKIE: &str = "__Host-otpgate-lang";
+/// The messages an anonymous page can be asked to show by [`NOTICE_COOKIE`].
+const FLASH_KEYS: &[&str] = &["logout.done", "login.ended"];
 
 /// Why a page needs a signed-in user and did not get one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,12 +48,23 @@ pub enum Deny {
     NotAdmin,
 }
 
+/// The stored session this request read: where it is, its version, and how it read
+/// (to save only what changed).
+struct Stored {
+    at: SessionRef,
+    version: u64,
+    original: Vec<u8>,
+}
+
 /// One request.
 pub struct Visit {
     pub app: App,
     pub lang: Lang,
-    pub sid: String,
-    pub session: OwnedMutexGuard<Session>,
+    pub session: Session,
+    stored: Option<Stored>,
+    /// Move the session to a new id when saving (the password step, sign-out).
+    rotate: bool,
+    /// The client's address (behind trusted proxies: the one they forwarded).
     pub remote: IpAddr,
     /// The trusted-browser token, if the browser has one.
     pub device: Option<String>,
@@ -56,6 +73,18 @@ pub struct Visit {
     pub path: String,
     pub query: String,
     set_cookies: Vec<String>,
+}
+
+/// What is left to do after the handler: save, create or delete the session. Put in
+/// the response's extensions; [`persist`] does it before the response leaves.
+#[derive(Clone)]
+pub(crate) struct Persist(std::sync::Arc<std::sync::Mutex<Option<PersistInner>>>);
+
+struct PersistInner {
+    stored: Option<Stored>,
+    session: Session,
+    rotate: bool,
+    lang: Lang,
 }
 
 fn cookies(headers: &HeaderMap) -> Vec<(String, String)> {
@@ -73,9 +102,8 @@ fn cookie<'a>(all: &'a [(String, String)], name: &str) -> Option<&'a str> {
     all.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
-/// A well-formed random token (64 hex digits), as the portal makes them.
-fn token_ok(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+fn clear_cookie(name: &str) -> String {
+    format!("{name}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Lax")
 }
 
 impl FromRequestParts<App> for Visit {
@@ -86,31 +114,85 @@ impl FromRequestParts<App> for Visit {
         let lang = cookie(&jar, LANG_COOKIE)
             .and_then(Lang::from_code)
             .unwrap_or_else(|| i18n::negotiate(&parts.headers));
-        let remote = parts
+        let peer = parts
             .extensions
             .get::<Remote>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |r| r.0.ip());
+        let remote =
+            crate::client::client_address(peer, &parts.headers, &app.options.trusted_proxies);
+        let site = &app.options.site;
         let mut set_cookies = Vec::new();
-        let existing = cookie(&jar, SESSION_COOKIE)
-            .filter(|id| token_ok(id))
-            .and_then(|id| app.sessions.get(id).map(|s| (id.to_string(), s)));
-        let (sid, session) = match existing {
-            Some(found) => found,
-            None => {
-                let (id, session) = app.sessions.create(&app.random).map_err(|e| {
-                    tracing::warn!("portal: no new session: {e}");
-                    bare_page(lang, StatusCode::SERVICE_UNAVAILABLE, "err.busy")
+        let given = cookie(&jar, SESSION_COOKIE);
+        let mut stored = None;
+        let mut session = None;
+        if let Some(at) = given.and_then(SessionRef::parse) {
+            let loaded = app
+                .core
+                .load_session::<Session>(&at.user, &at.token, IDLE_TIMEOUT)
+                .await
+                .map_err(|e| {
+                    crate::error::log_failure(&e);
+                    bare_page(
+                        site,
+                        lang,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "err.unavailable",
+                    )
                 })?;
-                set_cookies.push(session_cookie(&id));
-                (id, session)
+            if let Some(loaded) = loaded.filter(|l| l.value.stage.user() == Some(&at.user)) {
+                let original = serde_json::to_vec(&loaded.value).unwrap_or_default();
+                stored = Some(Stored {
+                    at,
+                    version: loaded.version,
+                    original,
+                });
+                session = Some(loaded.value);
+            }
+        }
+        let session = match session {
+            Some(s) => s,
+            None => {
+                if given.is_some() {
+                    set_cookies.push(clear_cookie(SESSION_COOKIE));
+                }
+                let mac = AnonCsrf::mac(&app.core);
+                let csrf = match cookie(&jar, CSRF_COOKIE).filter(|t| AnonCsrf::valid(t, &mac)) {
+                    Some(token) => token.to_string(),
+                    None => {
+                        let token = AnonCsrf::make(&app.random, &mac).map_err(|e| {
+                            crate::error::log_failure(&e);
+                            bare_page(
+                                site,
+                                lang,
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                "err.internal",
+                            )
+                        })?;
+                        set_cookies.push(format!(
+                            "{CSRF_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Lax"
+                        ));
+                        token
+                    }
+                };
+                let notice = cookie(&jar, NOTICE_COOKIE)
+                    .and_then(|k| FLASH_KEYS.iter().find(|f| **f == k))
+                    .map(|k| t(lang, k).to_string());
+                Session {
+                    csrf,
+                    stage: Stage::Anonymous,
+                    notice,
+                }
             }
         };
-        let session = session.lock_owned().await;
+        if cookie(&jar, NOTICE_COOKIE).is_some() {
+            set_cookies.push(clear_cookie(NOTICE_COOKIE));
+        }
         Ok(Visit {
             app: app.clone(),
             lang,
-            sid,
             session,
+            stored,
+            rotate: false,
             remote,
             device: cookie(&jar, DEVICE_COOKIE)
                 .filter(|t| token_ok(t))
@@ -135,14 +217,15 @@ impl FromRequestParts<App> for Visit {
     }
 }
 
-fn session_cookie(id: &str) -> String {
-    format!("{SESSION_COOKIE}={id}; Path=/; Secure; HttpOnly; SameSite=Lax")
+fn session_cookie(value: &str) -> String {
+    format!("{SESSION_COOKIE}={value}; Path=/; Secure; HttpOnly; SameSite=Lax")
 }
 
 /// A page outside any session (overload, bad request before a session exists).
-pub fn bare_page(lang: Lang, status: StatusCode, key: &str) -> Response {
+pub fn bare_page(site: &SiteTexts, lang: Lang, status: StatusCode, key: &str) -> Response {
     let layout = Layout {
         lang,
+        site: site.name(lang),
         title: t(lang, key),
         user: None,
         nav: Nav::None,
@@ -158,6 +241,99 @@ pub fn bare_page(lang: Lang, status: StatusCode, key: &str) -> Response {
     (status, Html(html::page(&layout, &body))).into_response()
 }
 
+/// Saves, creates or deletes the session a handler left in `response`, before the
+/// response leaves: a save that lost to another request of the same browser becomes a
+/// "try again" page; a store failure, the unavailable page (fail closed).
+pub(crate) async fn persist(app: &App, mut response: Response) -> Response {
+    let Some(p) = response
+        .extensions_mut()
+        .remove::<Persist>()
+        .and_then(|p| p.0.lock().unwrap_or_else(|e| e.into_inner()).take())
+    else {
+        return response;
+    };
+    match save(app, p.stored, &p.session, p.rotate).await {
+        Ok(Saved::Unchanged) => response,
+        Ok(Saved::Cookie(c)) => {
+            if let Ok(v) = HeaderValue::from_str(&c) {
+                response.headers_mut().append(header::SET_COOKIE, v);
+            }
+            response
+        }
+        Ok(Saved::Conflict) => bare_page(
+            &app.options.site,
+            p.lang,
+            StatusCode::CONFLICT,
+            "err.conflict",
+        ),
+        Err(e) => {
+            crate::error::log_failure(&e);
+            let status = match e {
+                otpgate_core::CoreError::Backend { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            bare_page(&app.options.site, p.lang, status, "err.unavailable")
+        }
+    }
+}
+
+enum Saved {
+    Unchanged,
+    Cookie(String),
+    Conflict,
+}
+
+async fn save(
+    app: &App,
+    stored: Option<Stored>,
+    session: &Session,
+    rotate: bool,
+) -> Result<Saved, otpgate_core::CoreError> {
+    let core = &app.core;
+    let user = session.stage.user().cloned();
+    // The stored session stays where it is unless it must move (a new id at the
+    // password step and at sign-out) or ends.
+    let (keep, drop_old) = match stored {
+        Some(s) if !rotate && user.as_ref() == Some(&s.at.user) => (Some(s), None),
+        other => (None, other),
+    };
+    let mut cookie = None;
+    if let Some(old) = drop_old {
+        core.delete_session(&old.at.user, &old.at.token).await?;
+        cookie = Some(clear_cookie(SESSION_COOKIE));
+    }
+    let Some(user) = user else {
+        return Ok(cookie.map_or(Saved::Unchanged, Saved::Cookie));
+    };
+    let bytes = serde_json::to_vec(session)
+        .map_err(|e| otpgate_core::CoreError::Internal(e.to_string()))?;
+    match keep {
+        Some(s) if s.original == bytes => Ok(Saved::Unchanged),
+        Some(s) => {
+            match core
+                .save_session(&user, &s.at.token, s.version, session, IDLE_TIMEOUT)
+                .await?
+            {
+                Some(_) => Ok(Saved::Unchanged),
+                None => Ok(Saved::Conflict),
+            }
+        }
+        None => {
+            let at = SessionRef::new(user.clone(), &app.random)?;
+            match core
+                .save_session(&user, &at.token, 0, session, IDLE_TIMEOUT)
+                .await?
+            {
+                Some(_) => Ok(Saved::Cookie(session_cookie(&at.cookie_value()))),
+                // A fresh 256-bit id that exists already: not a race, a broken store.
+                None => Err(otpgate_core::CoreError::Internal(
+                    "a new session id was taken".into(),
+                )),
+            }
+        }
+    }
+}
+
 impl Visit {
     /// The audit context: the portal and the client's address.
     pub fn ctx(&self) -> RequestContext {
@@ -167,6 +343,26 @@ impl Visit {
     /// A message in the visitor's language.
     pub fn t(&self, key: &str) -> &'static str {
         t(self.lang, key)
+    }
+
+    /// The site's name and helpdesk contact.
+    pub fn site(&self) -> &SiteTexts {
+        &self.app.options.site
+    }
+
+    /// "Helpdesk: <contact>" in the visitor's language, when a contact is configured.
+    pub fn helpdesk_contact(&self) -> Option<String> {
+        self.site()
+            .helpdesk(self.lang)
+            .map(|c| self.t("helpdesk.contact").replace("{contact}", c))
+    }
+
+    /// `text`, followed by the helpdesk contact when one is configured.
+    pub fn with_contact(&self, text: &str) -> String {
+        match self.helpdesk_contact() {
+            Some(c) => format!("{text} {c}"),
+            None => text.to_string(),
+        }
     }
 
     /// The CSRF token of this session.
@@ -204,31 +400,27 @@ impl Visit {
     /// The query string, parsed.
     pub fn query_form(&self) -> Result<Form, Response> {
         Form::parse(self.query.as_bytes())
-            .map_err(|_| bare_page(self.lang, StatusCode::BAD_REQUEST, "err.form"))
+            .map_err(|_| bare_page(self.site(), self.lang, StatusCode::BAD_REQUEST, "err.form"))
     }
 
-    /// Starts a new session (new id and CSRF token), leaving the old one; the stage
-    /// moves over. Used at the password step and at sign-out, against fixation.
+    /// Moves the session to a new id when it is saved, with a new CSRF token now. Used
+    /// at the password step and at sign-out, against fixation.
     pub fn rotate(&mut self) -> Result<(), Response> {
-        let (id, session) = self.app.sessions.create(&self.app.random).map_err(|e| {
-            tracing::warn!("portal: no new session: {e}");
-            bare_page(self.lang, StatusCode::SERVICE_UNAVAILABLE, "err.busy")
-        })?;
-        let Ok(mut guard) = session.try_lock_owned() else {
-            return Err(bare_page(
-                self.lang,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "err.busy",
-            ));
-        };
-        guard.stage = std::mem::take(&mut self.session.stage);
-        guard.notice = self.session.notice.take();
-        self.app.sessions.remove(&self.sid);
-        self.session = guard;
-        self.sid = id;
-        self.set_cookies.retain(|c| !c.starts_with(SESSION_COOKIE));
-        self.set_cookies.push(session_cookie(&self.sid));
+        let csrf = otpgate_core::random::hex_id::<32>(&self.app.random)
+            .map_err(|e| self.failure_page(&e))?;
+        self.session.csrf = csrf;
+        self.rotate = true;
         Ok(())
+    }
+
+    /// Shows one of the fixed anonymous messages on the next page (a signed-out
+    /// browser has no session to keep a notice in).
+    pub fn flash(&mut self, key: &'static str) {
+        if FLASH_KEYS.contains(&key) {
+            self.set_cookies.push(format!(
+                "{NOTICE_COOKIE}={key}; Path=/; Max-Age=60; Secure; HttpOnly; SameSite=Lax"
+            ));
+        }
     }
 
     /// The trusted-browser identity of this browser, making a token when it has none.
@@ -288,12 +480,28 @@ impl Visit {
 
     fn finish(self, status: StatusCode, body: String) -> Response {
         let mut response = (status, Html(body)).into_response();
+        self.hand_over(&mut response);
+        response
+    }
+
+    /// Puts the cookies and the session to save on `response`.
+    fn hand_over(self, response: &mut Response) {
         for c in &self.set_cookies {
             if let Ok(v) = HeaderValue::from_str(c) {
                 response.headers_mut().append(header::SET_COOKIE, v);
             }
         }
+        let inner = PersistInner {
+            stored: self.stored,
+            session: self.session,
+            rotate: self.rotate,
+            lang: self.lang,
+        };
         response
+            .extensions_mut()
+            .insert(Persist(std::sync::Arc::new(std::sync::Mutex::new(Some(
+                inner,
+            )))));
     }
 
     /// A page in the layout, with the pending notice.
@@ -301,8 +509,10 @@ impl Visit {
         let notice = self.session.notice.take();
         let user = self.user().map(|s| s.user.to_string());
         let csrf = self.csrf();
+        let site = self.site().name(self.lang).to_string();
         let layout = Layout {
             lang: self.lang,
+            site: &site,
             title,
             user: user.as_deref(),
             nav: self.nav(),
@@ -328,10 +538,11 @@ impl Visit {
         response
     }
 
-    /// An error page with the message `key` and `key.text`.
+    /// An error page with the message `key` and `key.text`. The session is left as
+    /// it was read (nothing of this request is saved).
     pub fn error_page(&mut self, status: StatusCode, key: &str) -> Response {
         let lang = self.lang;
-        let mut r = bare_page(lang, status, key);
+        let mut r = bare_page(self.site(), lang, status, key);
         for c in self.set_cookies.drain(..) {
             if let Ok(v) = HeaderValue::from_str(&c) {
                 r.headers_mut().append(header::SET_COOKIE, v);
@@ -358,8 +569,7 @@ impl Visit {
             Deny::Code => self.redirect("/login/code"),
             Deny::NeedsFull => self.redirect("/"),
             Deny::Ended => {
-                let text = self.t("login.ended");
-                self.notice(text);
+                self.flash("login.ended");
                 self.redirect("/login")
             }
             Deny::NotAdmin => self.error_page(StatusCode::FORBIDDEN, "err.forbidden"),

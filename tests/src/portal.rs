@@ -172,6 +172,80 @@ impl PortalClient {
         })
     }
 
+    /// A client whose connections leave from `local` (another loopback address is
+    /// another client to the server) and whose requests give up after `timeout`.
+    pub fn from_address(
+        base: &str,
+        tls: &PortalTls,
+        local: std::net::IpAddr,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let ca = reqwest::Certificate::from_pem(&tls.ca_pem()?)
+            .map_err(|e| HarnessError::Usage(format!("the test CA: {e}")))?;
+        let client = reqwest::blocking::Client::builder()
+            .add_root_certificate(ca)
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .local_address(local)
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .user_agent("otpgate-tests")
+            .build()
+            .map_err(|e| HarnessError::Usage(format!("building the HTTP client: {e}")))?;
+        Ok(Self {
+            client,
+            base: base.trim_end_matches('/').to_owned(),
+            last: None,
+            accept_language: "en".into(),
+        })
+    }
+
+    /// Talks to another server from now on, keeping the cookies (cookies are per host,
+    /// not per port: two portals on 127.0.0.1 see the same jar).
+    pub fn switch_to(&mut self, base: &str) {
+        self.base = base.trim_end_matches('/').to_owned();
+    }
+
+    /// GET `path` with extra request headers.
+    pub fn get_with(&mut self, path: &str, headers: &[(&str, &str)]) -> Result<Page> {
+        let mut request = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header("Accept-Language", &self.accept_language);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = request
+            .send()
+            .map_err(|e| HarnessError::Usage(format!("GET {path}: {e}")))?;
+        self.finish(response)
+    }
+
+    /// POST a form (with the last page's CSRF token) with extra request headers.
+    pub fn post_with(
+        &mut self,
+        path: &str,
+        fields: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Result<Page> {
+        let csrf = self.last.as_ref().and_then(Page::csrf).unwrap_or_default();
+        let mut all: Vec<(&str, &str)> = vec![("csrf", csrf.as_str())];
+        all.extend_from_slice(fields);
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("Accept-Language", &self.accept_language)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(form_body(&all));
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = request
+            .send()
+            .map_err(|e| HarnessError::Usage(format!("POST {path}: {e}")))?;
+        self.finish(response)
+    }
+
     /// The Accept-Language sent from now on.
     pub fn accept_language(&mut self, value: &str) {
         self.accept_language = value.to_owned();

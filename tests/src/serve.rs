@@ -29,8 +29,9 @@ use crate::process::{ServerProcess, log_tail, wait_until};
 const RADIUS_LINE: &str = "listening on radius udp ";
 /// The line prefix for the metrics listener.
 const METRICS_LINE: &str = "listening on metrics http ";
-/// The line prefix for the portal (HTTPS when it has a certificate).
-const PORTAL_LINE: &str = "listening on portal https ";
+/// The line prefix for the portal, followed by `https ADDR` (with a certificate) or
+/// `http ADDR`.
+const PORTAL_LINE: &str = "listening on portal ";
 
 /// A `[radius]` section on `127.0.0.1:0` with one client, `localhost`
 /// (`127.0.0.1/32`, Message-Authenticator required), whose secret is read from
@@ -58,7 +59,8 @@ pub struct OtpgateServe {
     process: ServerProcess,
     radius: Vec<SocketAddr>,
     metrics: Option<SocketAddr>,
-    portal: Option<SocketAddr>,
+    /// The portal's scheme and address.
+    portal: Option<(String, SocketAddr)>,
     /// Holds the log file.
     _dir: tempfile::TempDir,
 }
@@ -116,7 +118,11 @@ impl OtpgateServe {
             process,
             radius,
             metrics: addrs(METRICS_LINE).first().copied(),
-            portal: addrs(PORTAL_LINE).first().copied(),
+            portal: text
+                .lines()
+                .filter_map(|l| l.split_once(PORTAL_LINE))
+                .filter_map(|(_, rest)| rest.trim().split_once(' '))
+                .find_map(|(scheme, a)| Some((scheme.to_owned(), a.trim().parse().ok()?))),
             _dir: dir,
         })
     }
@@ -136,9 +142,12 @@ impl OtpgateServe {
         self.metrics
     }
 
-    /// The portal's base URL (`https://127.0.0.1:PORT`), when `[portal]` has TLS files.
+    /// The portal's base URL: `https://127.0.0.1:PORT` when `[portal]` has TLS files,
+    /// else `http://…`.
     pub fn portal_url(&self) -> Option<String> {
-        self.portal.map(|a| format!("https://{a}"))
+        self.portal
+            .as_ref()
+            .map(|(scheme, a)| format!("{scheme}://{a}"))
     }
 
     /// What it has logged so far (stdout and stderr).

@@ -15,7 +15,9 @@ use crate::mail::texts;
 use crate::otp::totp;
 use crate::random;
 use crate::secret::TotpSecret;
-use crate::store::{Account, CodeOutcome, CodeSlot, StepOutcome, StoreBackend, TrustedDevice};
+use crate::store::{
+    Account, CodeOutcome, CodeSlot, Counter, StepOutcome, StoreBackend, TrustedDevice,
+};
 use crate::user::{UserName, UserState};
 
 /// Attempts at a compare-and-set before giving up.
@@ -24,6 +26,12 @@ const CAS_ATTEMPTS: usize = 5;
 const ADDRESS_CODE_VALID: u64 = 24 * 3600;
 /// The length of an address-confirmation code.
 const ADDRESS_CODE_DIGITS: u32 = 8;
+/// Confirmation mails a user may cause in [`ADDRESS_MAIL_WINDOW`] (to any addresses).
+pub const ADDRESS_MAILS_PER_USER: u64 = 5;
+/// Confirmation mails one address may receive in [`ADDRESS_MAIL_WINDOW`] (from any users).
+pub const ADDRESS_MAILS_PER_ADDRESS: u64 = 3;
+/// The window of the two limits above, in seconds.
+pub const ADDRESS_MAIL_WINDOW: u64 = 3600;
 
 /// An issued (pending) or re-shown app secret.
 #[derive(Debug, Clone, Serialize)]
@@ -329,6 +337,27 @@ impl Core {
         Ok(format!("{}@{domain}", parsed.user()))
     }
 
+    /// Counts a confirmation mail against the user's and the address's hourly limits
+    /// ([`ADDRESS_MAILS_PER_USER`], [`ADDRESS_MAILS_PER_ADDRESS`]); refuses past either,
+    /// before anything is mailed. The address is counted under a keyed hash of it.
+    async fn allow_address_mail(&self, user: &UserName, address: &str) -> Result<(), CoreError> {
+        let mine = Counter::User {
+            user,
+            name: "address-mail",
+        };
+        if self.count_hit(&mine, ADDRESS_MAIL_WINDOW).await? > ADDRESS_MAILS_PER_USER {
+            return Err(Refusal::TooManyMails.into());
+        }
+        let hashed = self.door_mac("address-mail", address.to_ascii_lowercase().as_bytes());
+        let theirs = Counter::Global {
+            name: &format!("address-mail:{hashed}"),
+        };
+        if self.count_hit(&theirs, ADDRESS_MAIL_WINDOW).await? > ADDRESS_MAILS_PER_ADDRESS {
+            return Err(Refusal::TooManyMails.into());
+        }
+        Ok(())
+    }
+
     /// Starts an address change: mails a code to the new address. The address takes
     /// effect only when that code is entered.
     pub async fn set_address(
@@ -352,6 +381,7 @@ impl Core {
     async fn set_address_inner(&self, user: &UserName, address: &str) -> Result<String, CoreError> {
         self.activated_entry(user).await?;
         let address = self.check_address(address)?;
+        self.allow_address_mail(user, &address).await?;
         let code = random::decimal_code(self.random.as_ref(), ADDRESS_CODE_DIGITS)?;
         // The code works only once the SMTP server accepted the message.
         self.mailer

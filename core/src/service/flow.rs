@@ -177,14 +177,18 @@ pub struct ContinueRequest {
 }
 
 /// A login whose password side is proven, waiting for a code. Made only by the flow
-/// (and by resuming a challenge record the flow stored).
-#[derive(Debug, Clone)]
+/// (and by resuming a challenge record the flow stored). A door may keep it between
+/// requests (serialised, inside a session the core seals); it comes back with only the
+/// user: a client's vouch never survives the round, and the entry is looked up again.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PendingLogin {
     user: UserName,
     /// The client that vouched for the password, if one did.
+    #[serde(skip)]
     vouched_by: Option<String>,
     /// The entry, when this process looked it up in this login; `None` after a round
     /// through the store (then it is looked up again, before anything is consumed).
+    #[serde(skip)]
     entry: Option<UserEntry>,
 }
 

@@ -11,6 +11,7 @@
 //! - `account`: enrollment, confirmation, reset, notification address, trusted-device
 //!   management, status.
 //! - `helpdesk`: the queue and operator-issued codes; the audit reader.
+//! - `session`: door sessions in the store, sealed; rate counters.
 
 use std::sync::Arc;
 
@@ -31,8 +32,11 @@ mod account;
 mod flow;
 mod helpdesk;
 mod login;
+mod session;
 
-pub use account::{Enrollment, UserStatus};
+pub use account::{
+    ADDRESS_MAIL_WINDOW, ADDRESS_MAILS_PER_ADDRESS, ADDRESS_MAILS_PER_USER, Enrollment, UserStatus,
+};
 pub use flow::{
     Answer, ContinueRequest, Credential, DoorPolicy, LoginRequest, LoginStep, NoFactor,
     PendingLogin, texts,
@@ -42,6 +46,7 @@ pub use login::{
     Accepted, CHALLENGE_MAX_ANSWERS, CHALLENGE_TTL, Challenge, CodeDelivery, DeviceId, Factor,
     OtpVerified,
 };
+pub use session::LoadedSession;
 
 /// What the core needs of the configuration: the rules of the second factor, and where
 /// mailed links point. Made from the core's own sections ([`CoreConfig::from_config`]);

@@ -21,8 +21,8 @@ use std::time::Duration;
 use futures::future::join_all;
 
 use super::{
-    Account, CodeOutcome, CodeSlot, FailureOutcome, HelpdeskKind, HelpdeskRequest, SealedSecret,
-    StepOutcome, StoreBackend, StoreError, StoredCode, TrustedDevice, is_trusted,
+    Account, CodeOutcome, CodeSlot, Counter, FailureOutcome, HelpdeskKind, HelpdeskRequest,
+    SealedSecret, StepOutcome, StoreBackend, StoreError, StoredCode, TrustedDevice, is_trusted,
 };
 use crate::audit::Door;
 use crate::clock::Timestamp;
@@ -88,6 +88,8 @@ pub async fn run_all<S: StoreBackend>(store: &S, tag: &str) {
     forgotten_steps(store, tag).await;
     helpdesk(store, tag).await;
     audit(store, tag).await;
+    sessions(store, tag).await;
+    counters(store, tag).await;
 }
 
 /// Every race check: `a` and `b` must share state.
@@ -97,6 +99,150 @@ pub async fn run_races<A: StoreBackend, B: StoreBackend>(a: &A, b: &B, tag: &str
     race_save_account(a, b, &user(tag, "race-cas")).await;
     race_record_failure(a, b, &user(tag, "race-fail")).await;
     race_check_code(a, b, &user(tag, "race-check")).await;
+    race_save_session(a, b, &user(tag, "race-session")).await;
+}
+
+/// Sessions: created once (version 0), saved by version, an idle timeout that slides
+/// with each load, deleted.
+pub async fn sessions<S: StoreBackend>(store: &S, tag: &str) {
+    let u = user(tag, "session");
+    assert_eq!(store.load_session(&u, "s1", 60, T0).await.unwrap(), None);
+    assert_eq!(
+        store
+            .save_session(&u, "s1", 0, b"one", 60, T0)
+            .await
+            .unwrap(),
+        Some(1),
+        "a new session is version 1"
+    );
+    assert_eq!(
+        store
+            .save_session(&u, "s1", 0, b"again", 60, T0)
+            .await
+            .unwrap(),
+        None,
+        "a live session is not created twice"
+    );
+    let s = store
+        .load_session(&u, "s1", 60, at(50))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((s.version, s.data.as_slice()), (1, b"one".as_slice()));
+    // The load at 50 moved the expiry to 110.
+    let s = store.load_session(&u, "s1", 60, at(100)).await.unwrap();
+    assert!(s.is_some(), "a load slides the idle timeout");
+    assert_eq!(
+        store
+            .save_session(&u, "s1", 1, b"two", 60, at(100))
+            .await
+            .unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        store
+            .save_session(&u, "s1", 1, b"stale", 60, at(100))
+            .await
+            .unwrap(),
+        None,
+        "a save from an old version changes nothing"
+    );
+    let s = store
+        .load_session(&u, "s1", 60, at(101))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((s.version, s.data.as_slice()), (2, b"two".as_slice()));
+    // Idle past the timeout: gone, and the id may be used afresh.
+    assert_eq!(
+        store.load_session(&u, "s1", 60, at(161)).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .save_session(&u, "s1", 0, b"new", 60, at(162))
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    // Another id, another session; delete removes one only.
+    assert_eq!(
+        store
+            .save_session(&u, "s2", 0, b"other", 60, at(162))
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    store.delete_session(&u, "s1").await.unwrap();
+    assert_eq!(
+        store.load_session(&u, "s1", 60, at(163)).await.unwrap(),
+        None
+    );
+    assert!(
+        store
+            .load_session(&u, "s2", 60, at(163))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Another user's session under the same id is another record.
+    let other = user(tag, "session-other");
+    assert_eq!(
+        store.load_session(&other, "s2", 60, at(163)).await.unwrap(),
+        None
+    );
+}
+
+/// Fixed-window counters, per user and global.
+pub async fn counters<S: StoreBackend>(store: &S, tag: &str) {
+    let u = user(tag, "counter");
+    let name = format!("{tag}-mail");
+    let mine = Counter::User {
+        user: &u,
+        name: "mail",
+    };
+    let global = Counter::Global { name: &name };
+    for n in 1..=3 {
+        assert_eq!(store.count_hit(&mine, 3600, at(n)).await.unwrap(), n);
+    }
+    assert_eq!(store.count_hit(&global, 3600, T0).await.unwrap(), 1);
+    // The window began with the first hit (at 1): at 3601 a new one begins.
+    assert_eq!(store.count_hit(&mine, 3600, at(3600)).await.unwrap(), 4);
+    assert_eq!(store.count_hit(&mine, 3600, at(3601)).await.unwrap(), 1);
+    assert_eq!(store.count_hit(&mine, 3600, at(3602)).await.unwrap(), 2);
+    let other = user(tag, "counter-other");
+    let theirs = Counter::User {
+        user: &other,
+        name: "mail",
+    };
+    assert_eq!(store.count_hit(&theirs, 3600, T0).await.unwrap(), 1);
+}
+
+/// 16 concurrent saves of one session version: exactly one wins.
+pub async fn race_save_session<A: StoreBackend, B: StoreBackend>(a: &A, b: &B, user: &UserName) {
+    assert_eq!(
+        a.save_session(user, "race", 0, b"0", 60, T0).await.unwrap(),
+        Some(1)
+    );
+    let results = join_all((0..16u8).map(|i| async move {
+        if i % 2 == 0 {
+            a.save_session(user, "race", 1, &[i], 60, T0).await
+        } else {
+            b.save_session(user, "race", 1, &[i], 60, T0).await
+        }
+    }))
+    .await;
+    let won = results
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(Option::is_some)
+        .count();
+    assert_eq!(
+        won, 1,
+        "exactly one of 16 concurrent saves of version 1 wins"
+    );
+    let s = a.load_session(user, "race", 60, T0).await.unwrap().unwrap();
+    assert_eq!(s.version, 2);
 }
 
 /// `save_account` compares versions; a conflict changes nothing.
@@ -1064,4 +1210,12 @@ pub async fn all_unavailable<S: StoreBackend>(store: &S, tag: &str, bound: Durat
     down!("remove_helpdesk", store.remove_helpdesk(&u));
     down!("append_audit", store.append_audit(T0, "{}", 60));
     down!("read_audit", store.read_audit(T0, 10));
+    down!("load_session", store.load_session(&u, "s", 60, T0));
+    down!("save_session", store.save_session(&u, "s", 0, b"x", 60, T0));
+    down!("delete_session", store.delete_session(&u, "s"));
+    let c = Counter::User {
+        user: &u,
+        name: "mail",
+    };
+    down!("count_hit", store.count_hit(&c, 60, T0));
 }

@@ -30,8 +30,8 @@ use subtle::ConstantTimeEq;
 use super::keys;
 use super::records::{FAILURES_TTL, from_json, is_live, to_json};
 use super::{
-    Account, ChallengeAnswer, CodeOutcome, CodeSlot, FailureOutcome, HelpdeskRequest, StepOutcome,
-    StoreBackend, StoreError, StoredCode, TrustedDevice, UserRecord,
+    Account, ChallengeAnswer, CodeOutcome, CodeSlot, Counter, FailureOutcome, HelpdeskRequest,
+    StepOutcome, StoreBackend, StoreError, StoredCode, StoredSession, TrustedDevice, UserRecord,
 };
 use crate::clock::Timestamp;
 use crate::user::UserName;
@@ -92,6 +92,20 @@ struct ChallengeRecord {
     data: String,
     answers: u32,
     expires_at: Timestamp,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SessionRecord {
+    version: u64,
+    /// Base64 of the sealed session.
+    data: String,
+    expires_at: Timestamp,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CounterRecord {
+    count: u64,
+    ends_at: Timestamp,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -664,6 +678,109 @@ impl StoreBackend for EmbeddedStore {
         self.write("delete challenge", move |inner, tx| {
             remove(&mut inner.kv(tx)?, &key, "challenge")?;
             Ok(Done::Commit(()))
+        })
+        .await
+    }
+
+    async fn load_session(
+        &self,
+        user: &UserName,
+        id: &str,
+        idle: u64,
+        now: Timestamp,
+    ) -> Result<Option<StoredSession>, StoreError> {
+        let key = keys::session_key(&self.inner.prefix, user, id);
+        self.write("load session", move |inner, tx| {
+            let mut kv = inner.kv(tx)?;
+            let Some(mut s) = get_json::<SessionRecord, _>(&kv, &key, "session")? else {
+                return Ok(Done::Abort(None));
+            };
+            if !is_live(s.expires_at, now) || idle == 0 {
+                remove(&mut kv, &key, "session")?;
+                return Ok(Done::Commit(None));
+            }
+            let data = BASE64
+                .decode(s.data.as_bytes())
+                .map_err(|e| StoreError::Corrupt(format!("session data: {e}")))?;
+            s.expires_at = Timestamp(now.0.saturating_add(idle));
+            put_json(&mut kv, &key, "session", &s)?;
+            Ok(Done::Commit(Some(StoredSession {
+                version: s.version,
+                data,
+            })))
+        })
+        .await
+    }
+
+    async fn save_session(
+        &self,
+        user: &UserName,
+        id: &str,
+        expected_version: u64,
+        data: &[u8],
+        idle: u64,
+        now: Timestamp,
+    ) -> Result<Option<u64>, StoreError> {
+        let key = keys::session_key(&self.inner.prefix, user, id);
+        let start = keys::session_key_prefix(&self.inner.prefix, user);
+        let data = BASE64.encode(data);
+        self.write("save session", move |inner, tx| {
+            let mut kv = inner.kv(tx)?;
+            let current = get_json::<SessionRecord, _>(&kv, &key, "session")?
+                .filter(|s| is_live(s.expires_at, now))
+                .map_or(0, |s| s.version);
+            if current != expected_version || idle == 0 {
+                return Ok(Done::Abort(None));
+            }
+            if current == 0 {
+                // A new session: drop this user's sessions that expired.
+                for (k, v) in scan_prefix(&kv, &start, "save session")? {
+                    let expired = from_json::<SessionRecord>("session", &v)
+                        .map_or(true, |s| !is_live(s.expires_at, now));
+                    if expired {
+                        remove(&mut kv, &k, "session")?;
+                    }
+                }
+            }
+            let version = current.saturating_add(1);
+            let record = SessionRecord {
+                version,
+                data,
+                expires_at: Timestamp(now.0.saturating_add(idle)),
+            };
+            put_json(&mut kv, &key, "session", &record)?;
+            Ok(Done::Commit(Some(version)))
+        })
+        .await
+    }
+
+    async fn delete_session(&self, user: &UserName, id: &str) -> Result<(), StoreError> {
+        let key = keys::session_key(&self.inner.prefix, user, id);
+        self.write("delete session", move |inner, tx| {
+            remove(&mut inner.kv(tx)?, &key, "session")?;
+            Ok(Done::Commit(()))
+        })
+        .await
+    }
+
+    async fn count_hit(
+        &self,
+        counter: &Counter<'_>,
+        window: u64,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let key = keys::counter_key(&self.inner.prefix, counter);
+        self.write("count hit", move |inner, tx| {
+            let mut kv = inner.kv(tx)?;
+            let mut c = get_json::<CounterRecord, _>(&kv, &key, "counter")?
+                .filter(|c| is_live(c.ends_at, now))
+                .unwrap_or(CounterRecord {
+                    count: 0,
+                    ends_at: Timestamp(now.0.saturating_add(window.max(1))),
+                });
+            c.count = c.count.saturating_add(1);
+            put_json(&mut kv, &key, "counter", &c)?;
+            Ok(Done::Commit(c.count))
         })
         .await
     }

@@ -6,7 +6,7 @@
 //! start with `!`, a byte the encoding never leaves bare, so no user name can produce
 //! them.
 
-use crate::store::CodeSlot;
+use crate::store::{CodeSlot, Counter};
 use crate::user::UserName;
 
 /// The account hash: `version` and `json`.
@@ -58,6 +58,25 @@ pub fn challenge_key_prefix(prefix: &str, user: &UserName) -> String {
     user_key(prefix, user, "challenge:")
 }
 
+/// The key of a door's session: `<prefix>{<user>}:session:<id hash, percent-encoded>`.
+pub fn session_key(prefix: &str, user: &UserName, id_hash: &str) -> String {
+    user_key(prefix, user, &format!("session:{}", escape(id_hash)))
+}
+
+/// The start of every session key of a user (for prefix scans in the embedded store).
+pub fn session_key_prefix(prefix: &str, user: &UserName) -> String {
+    user_key(prefix, user, "session:")
+}
+
+/// The key of a rate counter: under the user's tag, or a tag of its own (starting with
+/// `!`, so no user name can produce it) for a counter that belongs to no user.
+pub fn counter_key(prefix: &str, counter: &Counter<'_>) -> String {
+    match counter {
+        Counter::User { user, name } => user_key(prefix, user, &format!("count:{}", escape(name))),
+        Counter::Global { name } => format!("{prefix}{{!count:{}}}:n", escape(name)),
+    }
+}
+
 /// The helpdesk queue: one hash, field = user name, value = JSON request.
 pub fn helpdesk_key(prefix: &str) -> String {
     format!("{prefix}{{!helpdesk}}:queue")
@@ -104,6 +123,20 @@ mod tests {
         assert_eq!(user_tag(&u), "{%21audit}");
         assert!(audit_log_key("p:").starts_with("p:{!audit}"));
         assert!(helpdesk_key("p:").starts_with("p:{!helpdesk}"));
+    }
+
+    #[test]
+    fn sessions_and_counters_keep_their_tags() {
+        let a = UserName::parse("alice").unwrap();
+        assert_eq!(session_key("p:", &a, "ab:}"), "p:{alice}:session:ab%3A%7D");
+        assert!(session_key("p:", &a, "x").starts_with(&session_key_prefix("p:", &a)));
+        let user = Counter::User {
+            user: &a,
+            name: "mail",
+        };
+        assert_eq!(counter_key("p:", &user), "p:{alice}:count:mail");
+        let global = Counter::Global { name: "to:a}b" };
+        assert_eq!(counter_key("p:", &global), "p:{!count:to%3Aa%7Db}:n");
     }
 
     #[test]

@@ -223,6 +223,26 @@ pub struct ChallengeAnswer {
     pub answers: u32,
 }
 
+/// A door's session as stored: sealed bytes (the store never sees them in the clear)
+/// and the version that guards each save.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSession {
+    /// Incremented by every save; a save names the version it read.
+    pub version: u64,
+    /// The sealed session.
+    pub data: Vec<u8>,
+}
+
+/// A fixed-window rate counter.
+#[derive(Debug, Clone, Copy)]
+pub enum Counter<'a> {
+    /// One of a user's counters, under the user's hash tag.
+    User { user: &'a UserName, name: &'a str },
+    /// A counter of no user (`name` should be a keyed hash when it stands for personal
+    /// data, such as an address).
+    Global { name: &'a str },
+}
+
 /// The contract each store keeps. Every method is one round trip (one script, one
 /// transaction). `now` is the caller's clock.
 #[allow(async_fn_in_trait)]
@@ -343,6 +363,44 @@ pub trait StoreBackend {
 
     /// Deletes a challenge (answered correctly, or replaced).
     async fn delete_challenge(&self, user: &UserName, id: &str) -> Result<(), StoreError>;
+
+    /// A door's session (`id` is already a keyed hash of the browser's token). When it
+    /// exists and has not expired, its expiry moves to `now + idle` (an idle timeout)
+    /// and it is returned; an expired one is deleted.
+    async fn load_session(
+        &self,
+        user: &UserName,
+        id: &str,
+        idle: u64,
+        now: Timestamp,
+    ) -> Result<Option<StoredSession>, StoreError>;
+
+    /// Atomically: if the stored version of the session is `expected_version` (0: no
+    /// live session under `id`), stores `data` as version `expected_version + 1`,
+    /// expiring at `now + idle`, and returns that version; else changes nothing and
+    /// returns `None` (another request saved first).
+    async fn save_session(
+        &self,
+        user: &UserName,
+        id: &str,
+        expected_version: u64,
+        data: &[u8],
+        idle: u64,
+        now: Timestamp,
+    ) -> Result<Option<u64>, StoreError>;
+
+    /// Deletes a session (sign-out, or a session that ended).
+    async fn delete_session(&self, user: &UserName, id: &str) -> Result<(), StoreError>;
+
+    /// Atomically counts a hit on a fixed-window counter and returns the count in the
+    /// window, this hit included. The window starts with its first hit and lasts
+    /// `window` seconds; then the count starts again at 1.
+    async fn count_hit(
+        &self,
+        counter: &Counter<'_>,
+        window: u64,
+        now: Timestamp,
+    ) -> Result<u64, StoreError>;
 
     /// Atomically: if the account's stored version is `account_version` (0: none
     /// stored), adds (or replaces, by `id`) a trusted device and returns `true`; else
@@ -507,6 +565,40 @@ impl StoreBackend for Store {
     }
     async fn delete_challenge(&self, user: &UserName, id: &str) -> Result<(), StoreError> {
         dispatch!(self, delete_challenge(user, id))
+    }
+    async fn load_session(
+        &self,
+        user: &UserName,
+        id: &str,
+        idle: u64,
+        now: Timestamp,
+    ) -> Result<Option<StoredSession>, StoreError> {
+        dispatch!(self, load_session(user, id, idle, now))
+    }
+    async fn save_session(
+        &self,
+        user: &UserName,
+        id: &str,
+        expected_version: u64,
+        data: &[u8],
+        idle: u64,
+        now: Timestamp,
+    ) -> Result<Option<u64>, StoreError> {
+        dispatch!(
+            self,
+            save_session(user, id, expected_version, data, idle, now)
+        )
+    }
+    async fn delete_session(&self, user: &UserName, id: &str) -> Result<(), StoreError> {
+        dispatch!(self, delete_session(user, id))
+    }
+    async fn count_hit(
+        &self,
+        counter: &Counter<'_>,
+        window: u64,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        dispatch!(self, count_hit(counter, window, now))
     }
     async fn add_trusted(
         &self,

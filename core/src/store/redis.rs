@@ -28,8 +28,8 @@ use otpgate_config::{RedisAuth, RedisConfig, SecretBytes};
 use super::keys;
 use super::records::{FAILURES_TTL, from_json, is_live, to_json};
 use super::{
-    Account, ChallengeAnswer, CodeOutcome, CodeSlot, FailureOutcome, HelpdeskRequest, StepOutcome,
-    StoreBackend, StoreError, StoredCode, TrustedDevice, UserRecord,
+    Account, ChallengeAnswer, CodeOutcome, CodeSlot, Counter, FailureOutcome, HelpdeskRequest,
+    StepOutcome, StoreBackend, StoreError, StoredCode, StoredSession, TrustedDevice, UserRecord,
 };
 use crate::clock::Timestamp;
 use crate::user::UserName;
@@ -522,6 +522,56 @@ redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'data', ARGV[1], 'answers', '0', 'expires_at', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
+"
+);
+
+script!(
+    LOAD_SESSION,
+    "KEYS: session. ARGV: now, idle → {version, data} or nil (the expiry slides).",
+    r"
+local exp = redis.call('HGET', KEYS[1], 'expires_at')
+if not exp then return false end
+if tonumber(exp) <= tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[1])
+  return false
+end
+redis.call('HSET', KEYS[1], 'expires_at', tonumber(ARGV[1]) + tonumber(ARGV[2]))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return redis.call('HMGET', KEYS[1], 'version', 'data')
+"
+);
+
+script!(
+    SAVE_SESSION,
+    "KEYS: session. ARGV: expected version, data, now, idle → new version, or 0 on a conflict.",
+    r"
+local cur = redis.call('HMGET', KEYS[1], 'version', 'expires_at')
+local version = 0
+if cur[1] and cur[2] and tonumber(cur[2]) > tonumber(ARGV[3]) then
+  version = tonumber(cur[1])
+end
+if version ~= tonumber(ARGV[1]) then return 0 end
+local new = version + 1
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'version', new, 'data', ARGV[2],
+           'expires_at', tonumber(ARGV[3]) + tonumber(ARGV[4]))
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return new
+"
+);
+
+script!(
+    COUNT_HIT,
+    "KEYS: counter. ARGV: now, window → the count in the window, this hit included.",
+    r"
+local ends = redis.call('HGET', KEYS[1], 'ends_at')
+if not ends or tonumber(ends) <= tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'count', 1, 'ends_at', tonumber(ARGV[1]) + tonumber(ARGV[2]))
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return redis.call('HINCRBY', KEYS[1], 'count', 1)
 "
 );
 
@@ -1095,6 +1145,77 @@ impl StoreBackend for RedisStore {
             )
             .await?;
         Ok(())
+    }
+
+    async fn load_session(
+        &self,
+        user: &UserName,
+        id: &str,
+        idle: u64,
+        now: Timestamp,
+    ) -> Result<Option<StoredSession>, StoreError> {
+        if idle == 0 {
+            return Ok(None);
+        }
+        let mut inv = LOAD_SESSION.prepare_invoke();
+        inv.key(keys::session_key(&self.prefix, user, id))
+            .arg(now.0)
+            .arg(idle);
+        let found: Option<(Option<String>, Option<Vec<u8>>)> =
+            self.script("load session", &inv).await?;
+        match found {
+            None => Ok(None),
+            Some((Some(version), Some(data))) => Ok(Some(StoredSession {
+                version: parse_u64("session version", &version)?,
+                data,
+            })),
+            Some(_) => Err(StoreError::Corrupt("session hash is incomplete".into())),
+        }
+    }
+
+    async fn save_session(
+        &self,
+        user: &UserName,
+        id: &str,
+        expected_version: u64,
+        data: &[u8],
+        idle: u64,
+        now: Timestamp,
+    ) -> Result<Option<u64>, StoreError> {
+        if idle == 0 {
+            return Ok(None);
+        }
+        let mut inv = SAVE_SESSION.prepare_invoke();
+        inv.key(keys::session_key(&self.prefix, user, id))
+            .arg(expected_version)
+            .arg(data)
+            .arg(now.0)
+            .arg(idle);
+        let version: u64 = self.script("save session", &inv).await?;
+        Ok((version != 0).then_some(version))
+    }
+
+    async fn delete_session(&self, user: &UserName, id: &str) -> Result<(), StoreError> {
+        let _: i64 = self
+            .query(
+                "delete session",
+                cmd("DEL").arg(keys::session_key(&self.prefix, user, id)),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn count_hit(
+        &self,
+        counter: &Counter<'_>,
+        window: u64,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let mut inv = COUNT_HIT.prepare_invoke();
+        inv.key(keys::counter_key(&self.prefix, counter))
+            .arg(now.0)
+            .arg(window.max(1));
+        self.script("count hit", &inv).await
     }
 
     async fn add_trusted(

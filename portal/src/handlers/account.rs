@@ -35,7 +35,7 @@ async fn status(v: &mut Visit, s: &Signed) -> Result<UserStatus, Response> {
 fn no_address_warning(v: &Visit) -> String {
     format!(
         r#"<p class="warning" id="no-address">{}</p>"#,
-        esc(v.t("warn.no_address"))
+        esc(&v.with_contact(v.t("warn.no_address")))
     )
 }
 

@@ -80,7 +80,12 @@ pub async fn login_page(v: Visit) -> Response {
 }
 
 fn login_failed(v: Visit, user: &str, key: &str, status: StatusCode) -> Response {
-    let body = login_form(&v, Some(&esc(v.t(key))), user);
+    let text = if key == "ref.locked" {
+        v.with_contact(v.t(key))
+    } else {
+        v.t(key).to_string()
+    };
+    let body = login_form(&v, Some(&esc(&text)), user);
     let title = v.t("login.title");
     v.page_status(status, title, &body)
 }
@@ -329,8 +334,12 @@ pub async fn help_post(mut v: Visit, body: Body) -> Response {
 
 /// "Your request went to the helpdesk": what happens next, and the code form.
 fn helpdesk_page(v: Visit) -> Response {
+    let contact = v
+        .helpdesk_contact()
+        .map(|c| format!(r#"<p id="helpdesk-contact">{}</p>"#, esc(&c)))
+        .unwrap_or_default();
     let body = format!(
-        r#"<div class="warning" id="helpdesk"><p>{p1}</p><p>{p2}</p></div>{form}"#,
+        r#"<div class="warning" id="helpdesk"><p>{p1}</p><p>{p2}</p>{contact}</div>{form}"#,
         p1 = esc(v.t("helpdesk.queued")),
         p2 = esc(v.t("helpdesk.next")),
         form = code_body(&v, None),
@@ -363,7 +372,7 @@ pub fn reset_notice(v: &Visit, delivery: &CodeDelivery) -> String {
         CodeDelivery::Mailed { masked_address } => {
             v.t("reset.mailed").replace("{address}", masked_address)
         }
-        CodeDelivery::QueuedForHelpdesk => v.t("reset.helpdesk").to_string(),
+        CodeDelivery::QueuedForHelpdesk => v.with_contact(v.t("reset.helpdesk")),
     }
 }
 
@@ -372,8 +381,7 @@ pub async fn logout_post(mut v: Visit, body: Body) -> Response {
     let _form = try_page!(v.form(body));
     v.session.stage = Stage::Anonymous;
     try_page!(v.rotate());
-    let text = v.t("logout.done");
-    v.notice(text);
+    v.flash("logout.done");
     v.redirect("/login")
 }
 

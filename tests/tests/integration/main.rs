@@ -17,6 +17,7 @@ mod pam;
 mod pam_radius;
 mod portal;
 mod portal_browser;
+mod portal_edges;
 mod radius;
 mod radius_strict;
 mod ssh;

@@ -512,15 +512,28 @@ fn forms_need_their_csrf_token_and_bad_input_gets_the_portals_own_pages() {
     let env = Env::start("");
     let mut web = env.client();
     let page = web.get("/login").unwrap();
-    // Cookies and headers.
-    let session = page
+    // Cookies and headers. An anonymous page makes no session: its CSRF token is a
+    // signed cookie, and the form carries the same value.
+    assert!(
+        !page
+            .set_cookies
+            .iter()
+            .any(|c| c.starts_with("__Host-otpgate-session=")),
+        "{:?}",
+        page.set_cookies
+    );
+    let csrf = page
         .set_cookies
         .iter()
-        .find(|c| c.starts_with("__Host-otpgate-session="))
-        .expect("a session cookie");
+        .find(|c| c.starts_with("__Host-otpgate-csrf="))
+        .expect("a CSRF cookie");
     for attr in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
-        assert!(session.contains(attr), "{session}");
+        assert!(csrf.contains(attr), "{csrf}");
     }
+    assert!(
+        csrf.contains(&format!("={};", page.csrf().unwrap())),
+        "{csrf}"
+    );
     assert!(
         page.header("content-security-policy")
             .unwrap()
@@ -572,6 +585,24 @@ fn forms_need_their_csrf_token_and_bad_input_gets_the_portals_own_pages() {
         old,
         "a new CSRF token after the password"
     );
+    let session = page
+        .set_cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-otpgate-session="))
+        .expect("a session cookie after the password");
+    for attr in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(session.contains(attr), "{session}");
+    }
+    // A made-up session cookie (the right user, a guessed token) is no session.
+    let mut forged = env.client();
+    let made_up = format!(
+        "__Host-otpgate-session={}.{}",
+        data_encoding::HEXLOWER.encode(DAVE.uid.as_bytes()),
+        "0".repeat(64)
+    );
+    let page = forged.get_with("/", &[("Cookie", &made_up)]).unwrap();
+    assert_page(&page, 200, "/login");
+    assert!(!page.has("state-app"));
 }
 
 #[test]
@@ -631,8 +662,11 @@ fn a_backend_outage_is_an_unavailable_page_never_a_sign_in() {
         "no backend text: {}",
         page.html
     );
-    // Not signed in: still at the code step, to try again once the store is back.
-    assert_page(&web.get("/").unwrap(), 200, "/login/code");
+    // Not signed in. Sessions live in the store: while it is down no page of a
+    // session opens, and none is made up (fail closed).
+    let page = web.get("/").unwrap();
+    assert_eq!(page.status, 503, "{}", page.html);
+    assert!(page.has("unavailable") && !page.has("state-app"));
     // The directory down: the password step fails closed too.
     env.redis.start_again().unwrap();
     env.slapd.stop();
