@@ -232,7 +232,11 @@ mod tests {
             if leaf && command.get_after_help().is_none() && command.get_name() != "help" {
                 missing.push(format!("{path}: no example"));
             }
-            for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+            // clap's generated `help` subcommand mirrors the others: not ours to explain.
+            for sub in command
+                .get_subcommands()
+                .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+            {
                 walk(sub, &path, missing);
             }
         }
