@@ -91,7 +91,9 @@ fn main() -> ExitCode {
 fn init_logging(args: &Args) {
     let default = match args.command {
         Command::Serve | Command::Demo { .. } => "info",
-        _ => "warn",
+        // A one-shot command prints its own one-line result; the store's settings
+        // warnings (AOF off, …) are the server's to log at start, not every command's.
+        _ => "warn,otpgate_core::store::redis=error",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("OTPGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
