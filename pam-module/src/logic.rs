@@ -8,7 +8,7 @@
 //!    PAM_AUTHINFO_UNAVAIL);
 //! 5. begin; while a code is needed, prompt "One-time password: " (the email keyword
 //!    mails a code and asks again), at most [`MAX_PROMPTS`] times;
-//! 6. map the outcome to a [`PamCode`]. Only [`Outcome::Accepted`] (and, in
+//! 6. map the outcome to a [`PamCode`]. Only [`Outcome::LetIn`] (and, in
 //!    `mode=password+otp`, [`Outcome::NoSecondFactor`]) becomes PAM_SUCCESS; with
 //!    `ignore_unknown_user` an unknown user, and in `mode=otp-only` a `nullok` user
 //!    with no second factor, become PAM_IGNORE.
@@ -94,7 +94,7 @@ impl<H: PamHandle + ?Sized> Run<'_, H> {
         let mut prompts = 0;
         loop {
             match outcome {
-                Outcome::Accepted { how } => {
+                Outcome::LetIn { how } => {
                     self.handle.log(
                         Level::Notice,
                         &format!("accepted user {} ({how})", login.user),

@@ -155,7 +155,7 @@ fn need_code() -> Result<Outcome, BackendError> {
 }
 
 fn accepted() -> Result<Outcome, BackendError> {
-    Ok(Outcome::Accepted { how: "totp".into() })
+    Ok(Outcome::LetIn { how: "totp".into() })
 }
 
 fn denied() -> Result<Outcome, BackendError> {
@@ -260,7 +260,7 @@ fn try_first_pass_prompts_only_without_an_earlier_password() {
         vec![Call::Begin(
             Some("typed-pw"),
             None,
-            Ok(Outcome::Accepted {
+            Ok(Outcome::LetIn {
                 how: "trusted-device".into(),
             }),
         )],
@@ -451,7 +451,7 @@ fn remember_passes_a_plausible_remote_host_only() {
     let mut h = FakeHandle::new(vec![]);
     h.rhost = Some(b"192.0.2.7");
     let trusted = || {
-        Ok(Outcome::Accepted {
+        Ok(Outcome::LetIn {
             how: "trusted-device".into(),
         })
     };

@@ -149,7 +149,7 @@ impl DirectBackend {
             LoginStep::Accepted(accepted) if accepted.factor() == Factor::NotEnrolled => {
                 Outcome::NoSecondFactor
             }
-            LoginStep::Accepted(accepted) => Outcome::Accepted {
+            LoginStep::Accepted(accepted) => Outcome::LetIn {
                 how: match accepted.factor() {
                     Factor::TrustedDevice => "trusted host".into(),
                     other => other.method().to_string(),

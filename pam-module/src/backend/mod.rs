@@ -50,7 +50,7 @@ impl std::fmt::Debug for Login {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Let the user in; `how` is for the log ("totp", "trusted-device", "nullok", …).
-    Accepted { how: String },
+    LetIn { how: String },
     /// `nullok` and the user has no second factor: PAM_IGNORE in `mode=otp-only` (the
     /// module has no say, so the stack decides), PAM_SUCCESS in `mode=password+otp`
     /// (the module checked the password itself).

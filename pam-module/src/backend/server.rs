@@ -72,7 +72,7 @@ impl ServerBackend {
             .authenticate(&params)
             .map_err(|e| BackendError::Unavailable(format!("RADIUS: {e}")))?;
         Ok(match reply {
-            Reply::Accept { .. } => Outcome::Accepted {
+            Reply::Accept { .. } => Outcome::LetIn {
                 how: "accepted by the otpgate server".into(),
             },
             Reply::Challenge {
