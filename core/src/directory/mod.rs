@@ -17,11 +17,17 @@
 //! - `filter`: RFC 4515 escaping and filter templates.
 //! - `ldap`: ldap3, with connection reuse, failover across URLs and a timeout on every
 //!   operation.
+//! - `cache`: activated users' search results, kept for `[directory] cache_for` (the
+//!   bind is never cached).
 //! - `file`: a TOML users file with argon2 password hashes.
 
+use std::sync::Arc;
+
+use crate::clock::Clock;
 use crate::error::Refusal;
 use crate::user::UserName;
 
+pub mod cache;
 pub mod file;
 pub mod filter;
 pub mod ldap;
@@ -121,13 +127,15 @@ pub enum Directory {
 
 impl Directory {
     /// Opens the configured directory (LDAP connects its service connection here).
+    /// `clock` dates the LDAP entry cache's entries.
     pub async fn open(
         config: &otpgate_config::DirectoryConfig,
+        clock: Arc<dyn Clock>,
     ) -> Result<Directory, DirectoryError> {
         match config {
-            otpgate_config::DirectoryConfig::Ldap(c) => {
-                Ok(Directory::Ldap(ldap::LdapDirectory::connect(c).await?))
-            }
+            otpgate_config::DirectoryConfig::Ldap(c) => Ok(Directory::Ldap(
+                ldap::LdapDirectory::connect(c, clock).await?,
+            )),
             otpgate_config::DirectoryConfig::File { path } => {
                 Ok(Directory::File(file::FileDirectory::load(path)?))
             }

@@ -125,7 +125,7 @@ impl Core {
         let core = config
             .require_core()
             .map_err(|e| CoreError::Config(e.to_string()))?;
-        let directory = Directory::open(core.directory)
+        let directory = Directory::open(core.directory, Arc::clone(&clock))
             .await
             .map_err(|e| CoreError::backend(Backend::Directory, e.to_string()))?;
         let store = Store::open(core.store).await?;

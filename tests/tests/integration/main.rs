@@ -5,6 +5,7 @@ mod baseline;
 mod cli;
 mod core_rules;
 mod directory;
+mod directory_cache;
 mod flow;
 mod harness_selftest;
 mod mail;
