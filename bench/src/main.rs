@@ -66,7 +66,7 @@ struct RadiusArgs {
     #[arg(long)]
     cache_for: Option<String>,
     /// In-flight levels of the OTP-only run against otpgate (a
-    /// `password_checked_by_client` client: the code alone, no user bind); empty for
+    /// `password_checked_by_client` client: the code alone, no user bind); `0` for
     /// none.
     #[arg(long, value_delimiter = ',', default_value = "64")]
     otp_only_in_flight: Vec<usize>,
@@ -238,7 +238,13 @@ async fn run_otpgate(args: &RadiusArgs) -> anyhow::Result<bool> {
         false,
     )
     .await?;
-    if !args.otp_only_in_flight.is_empty() {
+    let otp_only: Vec<usize> = args
+        .otp_only_in_flight
+        .iter()
+        .copied()
+        .filter(|&n| n > 0)
+        .collect();
+    if !otp_only.is_empty() {
         println!("-- OTP-only client (password_checked_by_client: the code alone, no user bind)");
         let target = Target {
             addr: env.server.radius_addr(),
@@ -251,7 +257,7 @@ async fn run_otpgate(args: &RadiusArgs) -> anyhow::Result<bool> {
             logins,
             env.params.period,
             &measured,
-            &args.otp_only_in_flight,
+            &otp_only,
             true,
         )
         .await?;
