@@ -31,7 +31,7 @@ use crate::users::{ACTIVATED_FILTER, PEOPLE_DN};
 /// FreeRADIUS's settings for the bench, in words (the bench prints them).
 pub const TUNING: &str = "max_requests = 65536; thread pool start_servers = 32, \
      max_servers = 64, min_spare_servers = 16, max_spare_servers = 64, max_queue_size = 65536; \
-     rlm_ldap pool start = 32, min = 32, max = 64, spare = 64, uses = 0, lifetime = 0";
+     rlm_ldap pool start = 32, min = 32, max = 64, spare = 32, uses = 0, lifetime = 0";
 
 /// `radiusd.conf` lines for [`TUNING`]: the packaged values (5 to 32 threads, 16 384
 /// requests) queue and drop requests at 64 in flight ("max_requests is probably set
@@ -206,7 +206,7 @@ fn configure(conf: &Path, slapd: &Slapd, secret: &str, port: u16) -> Result<()> 
 		start = 32
 		min = 32
 		max = 64
-		spare = 64
+		spare = 32
 		uses = 0
 		retry_delay = 30
 		lifetime = 0
