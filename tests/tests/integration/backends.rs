@@ -124,7 +124,7 @@ fn check_config_stays_offline_and_connect_probes_each_backend() {
 pub fn documented_acl(password: &str) -> String {
     format!(
         "on >{password} ~otpgate:* resetchannels -@all +ping +role +info +config|get \
-         +evalsha +eval +script|load +get +set +del +expire +ttl +incr \
+         +evalsha +eval +script|load +get +set +del +expire +ttl +incr +incrby \
          +hget +hset +hdel +hmget +hgetall +hlen +hincrby +hvals +zadd +zrangebyscore \
          +zremrangebyscore"
     )
@@ -178,9 +178,32 @@ fn redis_over_tls_with_an_acl_user_serves_logins_and_a_wrong_password_fails_clos
         &format!("alice-pw-1{}", code(&alice, base)),
     );
     assert_code(&ok, "Access-Accept");
+    let replay = pap(
+        server.radius_addr(),
+        "alice",
+        &format!("alice-pw-1{}", code(&alice, base)),
+    );
+    assert_code(&replay, "Access-Reject");
     // The used step is in the TLS Redis, under the prefix the ACL allows.
     let keys = redis.cli(&["--scan", "--pattern", "otpgate:*"]).unwrap();
     assert!(keys.contains("otpgate:{alice}"), "{keys}");
+    // Both decisions reached the store's audit log (its script runs with the ACL too).
+    let audit = otpgate(
+        config.path(),
+        &["audit", "--user", "alice", "--since", "1h", "--json"],
+    );
+    let results: Vec<String> = String::from_utf8_lossy(&audit.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|record| record["door"] == "radius")
+        .map(|record| record["result"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(results, ["accept", "reject"], "{}", lines(&audit));
+    assert!(
+        !server.log().contains("cannot write the audit record"),
+        "{}",
+        server.log()
+    );
     // The harness Redis has no AOF: a loud warning, not a refusal.
     assert!(
         server.log().contains("without AOF persistence"),
