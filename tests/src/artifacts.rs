@@ -48,6 +48,22 @@ fn build() -> Result<PathBuf> {
                 let mut cmd = Command::new(&cargo);
                 cmd.args(["build", "--quiet", "-p", package])
                     .env("CARGO_TARGET_DIR", &target);
+                // What `cargo test` set for this test process is not the build's: a
+                // build script that watches one of these (ring watches
+                // CARGO_MANIFEST_DIR) would otherwise be rebuilt by this build and
+                // again by the next `cargo test`, each time.
+                for (name, _) in std::env::vars_os() {
+                    let name = name.to_string_lossy();
+                    if name.starts_with("CARGO_PKG_")
+                        || name.starts_with("CARGO_MANIFEST_")
+                        || matches!(
+                            name.as_ref(),
+                            "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR"
+                        )
+                    {
+                        cmd.env_remove(name.as_ref());
+                    }
+                }
                 if dir.file_name().is_some_and(|n| n == "release") {
                     cmd.arg("--release");
                 }

@@ -102,7 +102,7 @@ pub use pam::{
 pub use ports::{free_tcp_port, free_udp_port};
 pub use process::{READY_TIMEOUT, wait_until};
 pub use readme::{readme_block, substitute};
-pub use redis::{Redis, RedisCluster, RedisOptions, RedisSentinel, Resp};
+pub use redis::{Redis, RedisCluster, RedisOptions, RedisSentinel, Resp, SentinelOptions};
 pub use serve::{OtpgateServe, radius_section, write_radius_secret};
 pub use slapd::{Slapd, SlapdOptions};
 pub use smtp::{SinkTls, SmtpSink};

@@ -51,19 +51,45 @@ impl Resp {
 /// Sends one command to the Redis server at `127.0.0.1:port` over a fresh connection
 /// and reads its reply.
 pub fn resp_command(port: u16, args: &[&str]) -> Result<Resp> {
+    resp_command_as(port, &[], args)
+}
+
+/// As [`resp_command`], after `AUTH auth…` (`[user, password]`, or `[password]` for the
+/// `default` user; nothing when empty). A refused `AUTH` is an error.
+pub fn resp_command_as(port: u16, auth: &[&str], args: &[&str]) -> Result<Resp> {
     let io = |err| HarnessError::io(format!("redis command {args:?} on port {port}"), err);
     let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(io)?;
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(io)?;
-    let mut request = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        request.extend_from_slice(arg.as_bytes());
-        request.extend_from_slice(b"\r\n");
+    let encode = |request: &mut Vec<u8>, args: &[&str]| {
+        request.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+        for arg in args {
+            request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            request.extend_from_slice(arg.as_bytes());
+            request.extend_from_slice(b"\r\n");
+        }
+    };
+    let mut request = Vec::new();
+    if !auth.is_empty() {
+        let mut command = vec!["AUTH"];
+        command.extend_from_slice(auth);
+        encode(&mut request, &command);
     }
+    encode(&mut request, args);
     stream.write_all(&request).map_err(io)?;
-    read_reply(&mut BufReader::new(stream))
+    let mut reader = BufReader::new(stream);
+    if !auth.is_empty() {
+        match read_reply(&mut reader)? {
+            Resp::Simple(ok) if ok == "OK" => {}
+            other => {
+                return Err(HarnessError::Protocol(format!(
+                    "redis AUTH on port {port} answered {other:?}"
+                )));
+            }
+        }
+    }
+    read_reply(&mut reader)
 }
 
 fn read_reply(reader: &mut impl BufRead) -> Result<Resp> {
@@ -435,6 +461,17 @@ impl RedisCluster {
 /// How long a Sentinel failover may take.
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How a [`RedisSentinel`] runs, beyond the defaults (no credentials anywhere).
+#[derive(Debug, Clone, Default)]
+pub struct SentinelOptions {
+    /// ACL users on the master and the replica, as [`RedisOptions::users`]: with any,
+    /// `default` is off there, and the replica, the Sentinel and the harness
+    /// authenticate as [`Redis::ADMIN`].
+    pub users: Vec<(String, String)>,
+    /// The Sentinel's own password (`requirepass`: its `default` user).
+    pub sentinel_password: Option<String>,
+}
+
 /// A master, one replica and one Sentinel (quorum 1) watching them, killed and reaped on
 /// drop: enough to test that the store follows the master the Sentinel names, across a
 /// failover.
@@ -449,6 +486,8 @@ pub struct RedisSentinel {
     first: u16,
     /// The first replica's port (the master after a failover).
     second: u16,
+    /// How it runs (the credentials the harness talks with).
+    options: SentinelOptions,
     /// `sentinel.conf` (Sentinel rewrites it) and each server's `redis.log`.
     dir: TempDir,
 }
@@ -460,7 +499,32 @@ impl RedisSentinel {
     /// Starts the master, a replica of it, and a Sentinel that monitors the master, and
     /// waits until the replica is in sync and the Sentinel knows it.
     pub fn start() -> Result<Self> {
+        Self::start_with(SentinelOptions::default())
+    }
+
+    /// As [`RedisSentinel::start`], with ACL users on the servers and a password on the
+    /// Sentinel as `options` say.
+    pub fn start_with(options: SentinelOptions) -> Result<Self> {
         let binary = require_binary("redis-server", PACKAGES)?;
+        // With users: the same ACL on both servers, and each authenticates to whichever
+        // is its master (the first master becomes a replica after a failover).
+        let mut acl: Vec<String> = Vec::new();
+        let server_auth: Vec<&str> = if options.users.is_empty() {
+            Vec::new()
+        } else {
+            let (name, password) = Redis::ADMIN;
+            let admin = format!("{name} on >{password} ~* &* +@all");
+            let users = std::iter::once(admin)
+                .chain(std::iter::once("default off".to_string()))
+                .chain(options.users.iter().map(|(u, r)| format!("{u} {r}")));
+            for user in users {
+                acl.push("--user".into());
+                acl.extend(user.split_whitespace().map(String::from));
+            }
+            acl.extend(["--masteruser", name, "--masterauth", password].map(String::from));
+            vec![name, password]
+        };
+        let acl: Vec<&str> = acl.iter().map(String::as_str).collect();
         let dir = temp_dir("otpgate-redis-sentinel-")?;
         let mut processes = Vec::new();
         let first_dir = dir.path().join("first");
@@ -469,17 +533,27 @@ impl RedisSentinel {
             std::fs::create_dir(sub)
                 .map_err(|err| HarnessError::io(format!("creating {}", sub.display()), err))?;
         }
-        let (first, master) =
-            start_on_free_port(|port| Ok((port, spawn(&binary, &first_dir, port, &[])?)))?;
+        let (first, master) = start_on_free_port(|port| {
+            Ok((
+                port,
+                spawn_as(&binary, &first_dir, port, &acl, &server_auth)?,
+            ))
+        })?;
         processes.push(master);
         let first_text = first.to_string();
         let (second, replica) = start_on_free_port(|port| {
-            let extra = ["--replicaof", "127.0.0.1", &first_text];
-            Ok((port, spawn(&binary, &second_dir, port, &extra)?))
+            let mut extra = vec!["--replicaof", "127.0.0.1", &first_text];
+            extra.extend_from_slice(&acl);
+            Ok((
+                port,
+                spawn_as(&binary, &second_dir, port, &extra, &server_auth)?,
+            ))
         })?;
         processes.push(replica);
-        let synced =
-            || info(second, "replication").is_some_and(|i| i.contains("master_link_status:up"));
+        let synced = || {
+            info_as(second, &server_auth, "replication")
+                .is_some_and(|i| i.contains("master_link_status:up"))
+        };
         if !wait_until(FAILOVER_TIMEOUT, synced) {
             return Err(HarnessError::Protocol(format!(
                 "the replica on port {second} did not sync with the master on port {first}"
@@ -487,23 +561,34 @@ impl RedisSentinel {
         }
         let (sentinel, process) = start_on_free_port(|port| {
             let conf = dir.path().join("sentinel.conf");
-            let text = format!(
+            let name = Self::MASTER_NAME;
+            let mut text = format!(
                 "bind 127.0.0.1\nport {port}\ndir {}\n\
-                 sentinel monitor {} 127.0.0.1 {first} 1\n\
-                 sentinel down-after-milliseconds {} 2000\n\
-                 sentinel failover-timeout {} 10000\n",
+                 sentinel monitor {name} 127.0.0.1 {first} 1\n\
+                 sentinel down-after-milliseconds {name} 2000\n\
+                 sentinel failover-timeout {name} 10000\n",
                 dir.path().display(),
-                Self::MASTER_NAME,
-                Self::MASTER_NAME,
-                Self::MASTER_NAME,
             );
+            if let [user, password] = server_auth.as_slice() {
+                text.push_str(&format!(
+                    "sentinel auth-user {name} {user}\nsentinel auth-pass {name} {password}\n"
+                ));
+            }
+            if let Some(password) = &options.sentinel_password {
+                text.push_str(&format!("requirepass {password}\n"));
+            }
             std::fs::write(&conf, text)
                 .map_err(|err| HarnessError::io(format!("writing {}", conf.display()), err))?;
             let mut command = Command::new(&binary);
             command.arg(&conf).arg("--sentinel");
             let mut process =
                 ServerProcess::spawn("redis-sentinel", command, &dir.path().join("sentinel.log"))?;
-            process.wait_ready(|| ping(port))?;
+            let auth: Vec<&str> = options
+                .sentinel_password
+                .iter()
+                .map(String::as_str)
+                .collect();
+            process.wait_ready(|| ping_as(port, &auth))?;
             Ok((port, process))
         })?;
         processes.push(process);
@@ -512,11 +597,12 @@ impl RedisSentinel {
             sentinel,
             first,
             second,
+            options,
             dir,
         };
         let knows_replica = || {
             matches!(
-                resp_command(sentinel, &["SENTINEL", "REPLICAS", Self::MASTER_NAME]),
+                this.sentinel_command(&["SENTINEL", "REPLICAS", Self::MASTER_NAME]),
                 Ok(Resp::Array(Some(replicas))) if !replicas.is_empty()
             )
         };
@@ -533,12 +619,34 @@ impl RedisSentinel {
         vec![format!("redis://127.0.0.1:{}", self.sentinel)]
     }
 
+    /// One command to the Sentinel, with its password if it has one.
+    pub fn sentinel_command(&self, args: &[&str]) -> Result<Resp> {
+        let auth: Vec<&str> = self
+            .options
+            .sentinel_password
+            .iter()
+            .map(String::as_str)
+            .collect();
+        resp_command_as(self.sentinel, &auth, args)
+    }
+
+    /// One command to the server on `port` (one of [`RedisSentinel::server_ports`]), as
+    /// the harness's own user when the servers have ACL users.
+    pub fn server_command(&self, port: u16, args: &[&str]) -> Result<Resp> {
+        resp_command_as(port, &self.server_auth(), args)
+    }
+
+    fn server_auth(&self) -> Vec<&'static str> {
+        if self.options.users.is_empty() {
+            Vec::new()
+        } else {
+            vec![Redis::ADMIN.0, Redis::ADMIN.1]
+        }
+    }
+
     /// The port of the master the Sentinel names now.
     pub fn master_port(&self) -> Result<u16> {
-        match resp_command(
-            self.sentinel,
-            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", Self::MASTER_NAME],
-        )? {
+        match self.sentinel_command(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", Self::MASTER_NAME])? {
             Resp::Array(Some(addr)) => addr
                 .get(1)
                 .and_then(Resp::as_text)
@@ -553,8 +661,9 @@ impl RedisSentinel {
     /// Waits until the replica has every write the master has acknowledged, so a
     /// failover loses nothing (Redis replicates asynchronously).
     pub fn wait_replicated(&self) -> Result<()> {
+        let auth = self.server_auth();
         let offset = |port: u16, key: &str| {
-            info(port, "replication").and_then(|i| {
+            info_as(port, &auth, "replication").and_then(|i| {
                 i.lines()
                     .find_map(|line| line.strip_prefix(key))
                     .and_then(|v| v.trim().parse::<u64>().ok())
@@ -581,22 +690,23 @@ impl RedisSentinel {
     /// read the replica's own INFO, so the request is repeated until it is taken.
     pub fn failover(&self) -> Result<()> {
         let mut last = None;
-        let taken =
-            || match resp_command(self.sentinel, &["SENTINEL", "FAILOVER", Self::MASTER_NAME]) {
-                Ok(Resp::Simple(ok)) if ok == "OK" => true,
-                other => {
-                    last = Some(other);
-                    false
-                }
-            };
+        let taken = || match self.sentinel_command(&["SENTINEL", "FAILOVER", Self::MASTER_NAME]) {
+            Ok(Resp::Simple(ok)) if ok == "OK" => true,
+            other => {
+                last = Some(other);
+                false
+            }
+        };
         if !wait_until(FAILOVER_TIMEOUT, taken) {
             return Err(HarnessError::Protocol(format!(
                 "SENTINEL FAILOVER was not taken within {FAILOVER_TIMEOUT:?}: {last:?}"
             )));
         }
+        let auth = self.server_auth();
         let done = || {
             self.master_port().ok() == Some(self.second)
-                && info(self.second, "replication").is_some_and(|i| i.contains("role:master"))
+                && info_as(self.second, &auth, "replication")
+                    .is_some_and(|i| i.contains("role:master"))
         };
         if wait_until(FAILOVER_TIMEOUT, done) {
             Ok(())
@@ -619,11 +729,16 @@ impl RedisSentinel {
     }
 }
 
-/// `INFO section` of the server on `port`, if it answers.
-fn info(port: u16, section: &str) -> Option<String> {
-    resp_command(port, &["INFO", section])
+/// `INFO section` of the server on `port`, after `AUTH auth…` if any, if it answers.
+fn info_as(port: u16, auth: &[&str], section: &str) -> Option<String> {
+    resp_command_as(port, auth, &["INFO", section])
         .ok()
         .and_then(|reply| reply.as_text())
+}
+
+/// Whether the server on `port` answers PING with PONG, after `AUTH auth…` if any.
+fn ping_as(port: u16, auth: &[&str]) -> bool {
+    matches!(resp_command_as(port, auth, &["PING"]), Ok(Resp::Simple(reply)) if reply == "PONG")
 }
 
 fn temp_dir(prefix: &str) -> Result<TempDir> {
@@ -635,6 +750,17 @@ fn temp_dir(prefix: &str) -> Result<TempDir> {
 
 /// Starts redis-server on `port` in `dir` and waits for PONG.
 fn spawn(binary: &Path, dir: &Path, port: u16, extra: &[&str]) -> Result<ServerProcess> {
+    spawn_as(binary, dir, port, extra, &[])
+}
+
+/// As [`spawn`], asking for PONG after `AUTH auth…` (none when empty).
+fn spawn_as(
+    binary: &Path,
+    dir: &Path,
+    port: u16,
+    extra: &[&str],
+    auth: &[&str],
+) -> Result<ServerProcess> {
     let mut command = Command::new(binary);
     command
         .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--dir"])
@@ -642,6 +768,6 @@ fn spawn(binary: &Path, dir: &Path, port: u16, extra: &[&str]) -> Result<ServerP
         .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
         .args(extra);
     let mut process = ServerProcess::spawn("redis-server", command, &dir.join("redis.log"))?;
-    process.wait_ready(|| ping(port))?;
+    process.wait_ready(|| ping_as(port, auth))?;
     Ok(process)
 }

@@ -67,6 +67,9 @@ impl LazyConn {
                 let timeout = self.config.timeout;
                 let conn = match tokio::time::timeout(timeout, Conn::open(&self.config)).await {
                     Ok(Ok(conn)) => conn,
+                    Ok(Err(e)) if e.kind() == ErrorKind::AuthenticationFailed => {
+                        return Err(auth_refused(&self.config, &e));
+                    }
                     Ok(Err(e)) => return Err(map_err("connect", e)),
                     Err(_) => {
                         return Err(StoreError::Unavailable(format!(
@@ -379,6 +382,17 @@ fn with_auth(info: ConnectionInfo, auth: &RedisAuth) -> RedisResult<ConnectionIn
         settings = settings.set_username(username);
     }
     Ok(info.set_redis_settings(settings))
+}
+
+/// A connection the server refused to authenticate (`WRONGPASS`, which the redis crate
+/// reports without the server's text): says as whom, and where the credentials come
+/// from, so an operator knows what to fix.
+fn auth_refused(config: &RedisConfig, e: &RedisError) -> StoreError {
+    let user = config.auth.username.as_deref().unwrap_or("default");
+    StoreError::Unavailable(format!(
+        "redis connect: authentication refused (WRONGPASS) for user `{user}`: check [store] \
+         username and password_file/password_env (or the sentinels' credentials): {e}"
+    ))
 }
 
 /// Maps a Redis error: unreadable answers are `Corrupt`, everything else `Unavailable`.
@@ -732,7 +746,11 @@ impl RedisStore {
             &*ACCEPT_STEP,
             &*RECORD_FAILURE,
             &*CONSUME_CODE,
+            &*CHECK_CODE,
             &*PUT_CHALLENGE,
+            &*LOAD_SESSION,
+            &*SAVE_SESSION,
+            &*COUNT_HIT,
             &*ANSWER_CHALLENGE,
             &*ADD_TRUSTED,
             &*REVOKE_ALL,

@@ -120,6 +120,131 @@ fn check_config_stays_offline_and_connect_probes_each_backend() {
     assert!(text.contains("smtp: ok"), "{text}");
 }
 
+/// The ACL the README documents for otpgate's Redis user, with `PASSWORD`.
+pub fn documented_acl(password: &str) -> String {
+    format!(
+        "on >{password} ~otpgate:* resetchannels -@all +ping +role +info +config|get \
+         +evalsha +eval +script|load +get +set +del +expire +ttl +incr +incrby \
+         +hget +hset +hdel +hmget +hgetall +hlen +hincrby +hvals +zadd +zrangebyscore \
+         +zremrangebyscore"
+    )
+}
+
+/// A config for a TLS Redis with the ACL user `otp`, whose password is `password`
+/// (in `redis.secret` beside the config).
+fn tls_acl_config(slapd: &Slapd, redis: &Redis, smtp: &SmtpSink, password: &str) -> TestConfig {
+    let config = ConfigBuilder::new(slapd)
+        .redis(redis)
+        .smtp(smtp)
+        .set("store", "username", "\"otp\"")
+        .set("store", "password_file", "\"redis.secret\"")
+        .set("totp", "skew_steps", "5")
+        .extra(&radius_section("append", "100ms"))
+        .write()
+        .unwrap();
+    write_radius_secret(config.dir(), SECRET).unwrap();
+    otpgate_tests::files::write_private(
+        &config.dir().join("redis.secret"),
+        format!("{password}\n").as_bytes(),
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn redis_over_tls_with_an_acl_user_serves_logins_and_a_wrong_password_fails_closed() {
+    const PASSWORD: &str = "a-redis-acl-password";
+    let slapd = Slapd::start().unwrap();
+    let redis = Redis::start_with(RedisOptions {
+        tls: true,
+        users: vec![("otp".into(), documented_acl(PASSWORD))],
+        ..RedisOptions::default()
+    })
+    .unwrap();
+    let smtp = SmtpSink::start().unwrap();
+    let config = tls_acl_config(&slapd, &redis, &smtp, PASSWORD);
+    assert!(config.contents().unwrap().contains("rediss://"));
+
+    otpgate_tests::otpgate_binary().unwrap(); // built before the step is taken
+    let base = current_step();
+    let alice = enroll(config.path(), "alice", base);
+    let out = otpgate(config.path(), &["check-config", "--connect"]);
+    assert!(out.status.success(), "{}", lines(&out));
+
+    let server = OtpgateServe::start(config.path()).unwrap();
+    let ok = pap(
+        server.radius_addr(),
+        "alice",
+        &format!("alice-pw-1{}", code(&alice, base)),
+    );
+    assert_code(&ok, "Access-Accept");
+    let replay = pap(
+        server.radius_addr(),
+        "alice",
+        &format!("alice-pw-1{}", code(&alice, base)),
+    );
+    assert_code(&replay, "Access-Reject");
+    // The used step is in the TLS Redis, under the prefix the ACL allows.
+    let keys = redis.cli(&["--scan", "--pattern", "otpgate:*"]).unwrap();
+    assert!(keys.contains("otpgate:{alice}"), "{keys}");
+    // Both decisions reached the store's audit log (its script runs with the ACL too).
+    let audit = otpgate(
+        config.path(),
+        &["audit", "--user", "alice", "--since", "1h", "--json"],
+    );
+    let results: Vec<String> = String::from_utf8_lossy(&audit.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|record| record["door"] == "radius")
+        .map(|record| record["result"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(results, ["accept", "reject"], "{}", lines(&audit));
+    assert!(
+        !server.log().contains("cannot write the audit record"),
+        "{}",
+        server.log()
+    );
+    // The harness Redis has no AOF: a loud warning, not a refusal.
+    assert!(
+        server.log().contains("without AOF persistence"),
+        "{}",
+        server.log()
+    );
+    drop(server);
+
+    // A wrong password: serve starts, fails closed, and says why.
+    let wrong = tls_acl_config(&slapd, &redis, &smtp, "not-the-password");
+    let server = OtpgateServe::start(wrong.path()).unwrap();
+    let r = crate::radius::radclient(
+        server.radius_addr(),
+        SECRET,
+        &format!(
+            "User-Name = \"alice\"\nUser-Password = \"alice-pw-1{}\"",
+            code(&alice, base + 1)
+        ),
+        true,
+        2,
+    );
+    assert_eq!(r.code, None, "{}", r.output);
+    let log = server.log();
+    assert!(
+        log.contains("store is down at start")
+            && log.contains("authentication refused (WRONGPASS) for user `otp`"),
+        "{log}"
+    );
+    let out = otpgate(wrong.path(), &["check-config", "--connect"]);
+    let text = lines(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("store: FAILED")
+            && l.contains("authentication refused (WRONGPASS) for user `otp`")),
+        "{text}"
+    );
+    assert!(text.contains("ldap: ok"), "{text}");
+}
+
+/// Runs `otpgate serve` until it exits (killed after [`WAIT`]); its exit code and
+/// output.
 fn serve_until_exit(config: &TestConfig) -> (Option<i32>, String) {
     let log = config.dir().join("serve.log");
     let file = std::fs::File::create(&log).unwrap();

@@ -8,6 +8,7 @@ mod control;
 mod core_rules;
 mod directory;
 mod directory_cache;
+mod failover;
 mod faults;
 mod flow;
 mod harness_selftest;
