@@ -4,28 +4,16 @@
 //! are not quoted (no field of this format holds a comma).
 
 use super::{
-    ImportedToken, LineNote, Parsed, parse_algorithm, parse_base32_secret, parse_digits,
-    parse_period,
+    ImportedToken, Parsed, parse_algorithm, parse_base32_secret, parse_digits, parse_period,
 };
 
 /// Parses every line.
 pub fn parse(text: &str) -> Parsed {
-    let mut parsed = Parsed::default();
-    for (index, raw) in text.lines().enumerate() {
-        let line = index + 1;
-        let raw = raw.trim();
-        if raw.is_empty()
-            || raw.starts_with('#')
-            || (line == 1 && raw.to_ascii_lowercase().starts_with("user,"))
-        {
-            continue;
-        }
-        match parse_row(raw, line) {
-            Ok(token) => parsed.tokens.push(token),
-            Err(message) => parsed.refused.push(LineNote { line, message }),
-        }
-    }
-    parsed
+    super::per_line(
+        text,
+        |line, raw| line == 1 && raw.to_ascii_lowercase().starts_with("user,"),
+        parse_row,
+    )
 }
 
 fn parse_row(raw: &str, line: usize) -> Result<ImportedToken, String> {

@@ -171,6 +171,28 @@ pub fn parse(format: Format, text: &str, key: &PskcKey) -> Result<Parsed, FileEr
     }
 }
 
+/// A one-token-per-line format: blank lines, `#` comments and lines `skip` names are
+/// passed over; each other line is a token or a refusal with its line number.
+fn per_line(
+    text: &str,
+    skip: impl Fn(usize, &str) -> bool,
+    row: impl Fn(&str, usize) -> Result<ImportedToken, String>,
+) -> Parsed {
+    let mut parsed = Parsed::default();
+    for (index, raw) in text.lines().enumerate() {
+        let line = index + 1;
+        let raw = raw.trim();
+        if raw.is_empty() || raw.starts_with('#') || skip(line, raw) {
+            continue;
+        }
+        match row(raw, line) {
+            Ok(token) => parsed.tokens.push(token),
+            Err(message) => parsed.refused.push(LineNote { line, message }),
+        }
+    }
+    parsed
+}
+
 /// The bounds every imported token must keep.
 pub mod limits {
     /// Digits of a code.

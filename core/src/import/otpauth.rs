@@ -5,25 +5,12 @@
 //! URI. Blank lines and lines starting with `#` are skipped.
 
 use super::{
-    ImportedToken, LineNote, Parsed, parse_algorithm, parse_base32_secret, parse_digits,
-    parse_period,
+    ImportedToken, Parsed, parse_algorithm, parse_base32_secret, parse_digits, parse_period,
 };
 
 /// Parses every line.
 pub fn parse(text: &str) -> Parsed {
-    let mut parsed = Parsed::default();
-    for (index, raw) in text.lines().enumerate() {
-        let line = index + 1;
-        let raw = raw.trim();
-        if raw.is_empty() || raw.starts_with('#') {
-            continue;
-        }
-        match parse_uri(raw, line) {
-            Ok(token) => parsed.tokens.push(token),
-            Err(message) => parsed.refused.push(LineNote { line, message }),
-        }
-    }
-    parsed
+    super::per_line(text, |_, _| false, parse_uri)
 }
 
 /// Parses one URI.
