@@ -75,7 +75,10 @@ impl std::fmt::Display for Format {
     }
 }
 
-/// One token read from a file.
+/// One token read from a file. It crosses the control socket (CLI → server) as JSON,
+/// its secret in base32; `Debug` never shows the secret.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ImportedToken {
     /// Where it was: the line (1-based) of the URI, CSV row or PSKC `KeyPackage`.
     pub line: usize,
@@ -86,6 +89,7 @@ pub struct ImportedToken {
     pub name: Option<String>,
     /// A hardware token's serial number.
     pub serial: Option<String>,
+    #[serde(with = "secret_base32")]
     pub secret: TotpSecret,
     /// `None`: `[totp]`'s default.
     pub digits: Option<u32>,
@@ -109,8 +113,49 @@ impl std::fmt::Debug for ImportedToken {
     }
 }
 
+impl PartialEq for ImportedToken {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            self.line,
+            &self.user,
+            &self.name,
+            &self.serial,
+            self.digits,
+            self.period,
+            self.algorithm,
+        ) == (
+            other.line,
+            &other.user,
+            &other.name,
+            &other.serial,
+            other.digits,
+            other.period,
+            other.algorithm,
+        ) && crate::secret::ct_eq(self.secret.expose(), other.secret.expose())
+    }
+}
+
+impl Eq for ImportedToken {}
+
+/// A secret on the wire: base32, decoded back into a [`TotpSecret`].
+mod secret_base32 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::secret::TotpSecret;
+
+    pub fn serialize<S: Serializer>(secret: &TotpSecret, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&secret.to_base32())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TotpSecret, D::Error> {
+        let text = zeroize::Zeroizing::new(String::deserialize(d)?);
+        super::parse_base32_secret(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// An entry the parser could not take, or something worth telling the operator.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LineNote {
     /// 1-based line in the file.
     pub line: usize,
@@ -118,7 +163,8 @@ pub struct LineNote {
 }
 
 /// What a parser read from a whole file.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Parsed {
     pub tokens: Vec<ImportedToken>,
     /// Entries refused, each with its line and why.

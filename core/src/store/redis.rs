@@ -484,10 +484,10 @@ return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
 
 script!(
     POOL_CLAIM,
-    "KEYS: pool, assigned. ARGV: serial, user → {0} unknown, {1, JSON} claimed, {2, user} assigned.",
+    "KEYS: pool, assigned. ARGV: serial, user → {0, nil} unknown, {1, JSON} claimed, {2, user} assigned.",
     r"
 local json = redis.call('HGET', KEYS[1], ARGV[1])
-if not json then return {0} end
+if not json then return {0, false} end
 local owner = redis.call('HGET', KEYS[2], ARGV[1])
 if owner then return {2, owner} end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
@@ -1130,8 +1130,8 @@ impl StoreBackend for RedisStore {
         let mut inv = POOL_LIST.prepare_invoke();
         inv.key(keys::pool_key(&self.prefix))
             .key(keys::pool_assigned_key(&self.prefix));
-        let (tokens, assigned): (Vec<(String, Vec<u8>)>, Vec<(String, String)>) =
-            self.script("pool list", &inv).await?;
+        type Rows = (Vec<(String, Vec<u8>)>, Vec<(String, String)>);
+        let (tokens, assigned): Rows = self.script("pool list", &inv).await?;
         let assigned: std::collections::HashMap<String, String> = assigned.into_iter().collect();
         let mut out = tokens
             .into_iter()
