@@ -12,6 +12,13 @@ pub fn parse(text: &str) -> Parsed {
     super::per_line(
         text,
         |line, raw| line == 1 && raw.to_ascii_lowercase().starts_with("user,"),
+        // A row with a comma names its user first, even when the rest is wrong.
+        |raw| {
+            raw.split_once(',')
+                .map(|(u, _)| u.trim())
+                .filter(|u| !u.is_empty())
+                .map(str::to_string)
+        },
         parse_row,
     )
 }

@@ -59,6 +59,7 @@ pub fn parse(text: &str) -> Result<Parsed, FileError> {
                 }
                 "WINDOW_SIZE" | "RATE_LIMIT" | "DISALLOW_REUSE" => parsed.notes.push(LineNote {
                     line,
+                    user: None,
                     message: format!(
                         "{} is not imported: otpgate's own [totp] skew_steps, lockout and \
                          single use apply",
@@ -67,6 +68,7 @@ pub fn parse(text: &str) -> Result<Parsed, FileError> {
                 }),
                 other => parsed.notes.push(LineNote {
                     line,
+                    user: None,
                     message: format!("option {other:?} ignored"),
                 }),
             }
@@ -81,6 +83,7 @@ pub fn parse(text: &str) -> Result<Parsed, FileError> {
     if scratch > 0 {
         parsed.notes.push(LineNote {
             line: 1,
+            user: None,
             message: format!(
                 "{scratch} emergency scratch code(s) not imported (otpgate has no recovery \
                  codes; mailed and helpdesk codes take their place)"

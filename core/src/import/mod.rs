@@ -160,6 +160,10 @@ pub struct LineNote {
     /// 1-based line in the file.
     pub line: usize,
     pub message: String,
+    /// The user the refused entry was for, when the line still says (so the user's
+    /// other entries are refused with it: a user's entries go in all or none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// What a parser read from a whole file.
@@ -222,6 +226,7 @@ pub fn parse(format: Format, text: &str, key: &PskcKey) -> Result<Parsed, FileEr
 fn per_line(
     text: &str,
     skip: impl Fn(usize, &str) -> bool,
+    user_of: impl Fn(&str) -> Option<String>,
     row: impl Fn(&str, usize) -> Result<ImportedToken, String>,
 ) -> Parsed {
     let mut parsed = Parsed::default();
@@ -233,7 +238,11 @@ fn per_line(
         }
         match row(raw, line) {
             Ok(token) => parsed.tokens.push(token),
-            Err(message) => parsed.refused.push(LineNote { line, message }),
+            Err(message) => parsed.refused.push(LineNote {
+                line,
+                message,
+                user: user_of(raw),
+            }),
         }
     }
     parsed

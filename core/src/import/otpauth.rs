@@ -10,7 +10,7 @@ use super::{
 
 /// Parses every line.
 pub fn parse(text: &str) -> Parsed {
-    super::per_line(text, |_, _| false, parse_uri)
+    super::per_line(text, |_, _| false, |_| None, parse_uri)
 }
 
 /// Parses one URI.

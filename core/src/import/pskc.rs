@@ -52,7 +52,11 @@ pub fn parse(text: &str, key: &PskcKey) -> Result<Parsed, FileError> {
         let line = line_of(&doc, package);
         match read_package(package, &keys, line) {
             Ok(token) => parsed.tokens.push(token),
-            Err(Entry::Refused(message)) => parsed.refused.push(LineNote { line, message }),
+            Err(Entry::Refused(message)) => parsed.refused.push(LineNote {
+                line,
+                message,
+                user: user_of(package),
+            }),
             Err(Entry::File(e)) => return Err(e),
         }
     }
@@ -301,6 +305,14 @@ fn data_value(
     Ok(Some(plain))
 }
 
+/// The user a package names, if any.
+fn user_of(package: Node<'_, '_>) -> Option<String> {
+    child(package, "Key")
+        .and_then(|k| text_of(child(k, "UserId")))
+        .or_else(|| text_of(path(package, &["DeviceInfo", "UserId"])))
+        .map(str::to_string)
+}
+
 fn read_package(
     package: Node<'_, '_>,
     keys: &FileKeys,
@@ -316,9 +328,7 @@ fn read_package(
         .into());
     }
     let serial = text_of(path(package, &["DeviceInfo", "SerialNo"])).map(str::to_string);
-    let user = text_of(child(key, "UserId"))
-        .or_else(|| text_of(path(package, &["DeviceInfo", "UserId"])))
-        .map(str::to_string);
+    let user = user_of(package);
     let params = child(key, "AlgorithmParameters");
     let digits = params
         .and_then(|p| child(p, "ResponseFormat"))

@@ -226,7 +226,7 @@ impl Core {
         let mut lines: Vec<ImportLine> = Vec::new();
         let note = |n: &LineNote, outcome: LineOutcome| ImportLine {
             line: n.line,
-            user: None,
+            user: n.user.clone(),
             token: None,
             outcome,
             message: n.message.clone(),
@@ -264,6 +264,24 @@ impl Core {
             }
         }
         for (owner, entries) in by_user {
+            // A refused line of this user's keeps the user's other entries out too.
+            if let Some(bad) = parsed
+                .refused
+                .iter()
+                .find(|n| n.user.as_ref() == Some(&owner))
+            {
+                lines.extend(entries.iter().map(|p| {
+                    p.report(
+                        &owner,
+                        LineOutcome::Refused,
+                        format!(
+                            "not imported: line {} of the same user was refused ({})",
+                            bad.line, bad.message
+                        ),
+                    )
+                }));
+                continue;
+            }
             lines.extend(
                 self.import_for_user(&owner, entries, format, dry_run, ctx)
                     .await?,
