@@ -571,10 +571,9 @@ impl Core {
             .iter()
             .map(|c| c.params.digits as usize)
             .collect();
-        let lengths: Vec<(usize, bool)> = crate::import::limits::DIGITS
-            .map(|n| n as usize)
-            .map(|n| (n, token_lengths.contains(&n)))
-            .filter(|(_, has)| *has)
+        let lengths: Vec<(usize, bool)> = token_lengths
+            .iter()
+            .map(|&n| (n, true))
             .chain(
                 (!token_lengths.contains(&(self.settings.totp.digits as usize)))
                     .then_some((self.settings.totp.digits as usize, false)),

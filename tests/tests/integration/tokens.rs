@@ -475,6 +475,33 @@ fn every_format_imports_and_its_tokens_log_in_over_radius_and_pam() {
         "Access-Accept",
     );
 
+    // An 8-digit tail may be an 8-digit token's code or a helpdesk code: both are
+    // checked (without consuming) before the one bind, and the helpdesk code logs in.
+    let issued = json(&otpgate(c, &["helpdesk", "issue", "dave", "--json"]));
+    let otp = issued["otp"].as_str().unwrap();
+    assert_code(
+        &pap(radius, "dave", &format!("dave-pw-4{otp}")),
+        "Access-Accept",
+    );
+
+    // The same secret under two names (the google-authenticator token and a copy): a
+    // code accepted through one is not accepted again through the other.
+    let copy = dir.path().join("copy.txt");
+    std::fs::write(
+        &copy,
+        format!("otpauth://totp/Copy:dave?secret={}\n", b32(ga)),
+    )
+    .unwrap();
+    json(&otpgate(
+        c,
+        &["user", "import", copy.to_str().unwrap(), "--json"],
+    ));
+    let ga_next = code_now(ga, 6, 30, TotpAlgorithm::Sha1, 1);
+    let ok = pam("dave", &ga_next);
+    assert_eq!(ok.result, PamResult::Success, "{}", ok.output);
+    let replay = pam("dave", &ga_next);
+    assert_eq!(replay.result, PamResult::AuthErr, "{}", replay.output);
+
     // Status lists every token; the audit trail has each import, without secrets.
     let status = json(&otpgate(c, &["user", "status", "alice", "--json"]));
     assert_eq!(status["state"], "app-enrolled");
