@@ -77,6 +77,11 @@ pub enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Tokens: list a user's or the hardware-token pool, assign a hardware token by serial, remove one.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// The helpdesk queue and operator-issued codes.
     Helpdesk {
         #[command(subcommand)]
@@ -153,6 +158,100 @@ pub enum UserCommand {
     Trusted {
         #[command(subcommand)]
         command: TrustedCommand,
+    },
+    /// Import existing TOTP secrets: otpauth:// URIs, a google-authenticator file, PSKC or CSV.
+    #[command(after_help = "Examples:\n  \
+        otpgate user import --dry-run /home/alice/.google_authenticator\n  \
+        otpgate user import /home/alice/.google_authenticator --user alice\n  \
+        otpgate user import tokens.pskc --pskc-password-file /root/pskc.pass\n  \
+        otpgate user import --format csv secrets.csv\n\n\
+        Each entry is reported with its line: imported, unchanged (already there: \
+        re-running an import is safe), added to the pool (a PSKC token without a user), \
+        or refused with the reason. A user's entries are imported all together or not at \
+        all. Exit 1 if any entry was refused, 2 if the file cannot be read as a whole. \
+        Secrets are never printed.\n\n\
+        Migrating from google-authenticator-libpam:\n  \
+        1. otpgate user import --dry-run /home/alice/.google_authenticator   (check; the \
+        user is the file's owner, or --user)\n  \
+        2. for f in /home/*/.google_authenticator; do otpgate user import \"$f\"; done\n  \
+        3. otpgate token list alice   (shows the google-authenticator token)\n  \
+        4. replace pam_google_authenticator.so by pam_otpgate.so in the PAM stack; test \
+        with pamtester\n  \
+        5. shred -u /home/*/.google_authenticator   (the files hold the secrets in the clear)\n\n\
+        Hardware tokens from a PSKC file:\n  \
+        1. otpgate user import tokens.pskc --pskc-password-file /root/vendor.pass   (or \
+        --pskc-key-file with the pre-shared key in hex; a token with a UserId goes to that \
+        user, the others to the pool)\n  \
+        2. otpgate token list   (the pool: serial, digits, period, algorithm, holder)\n  \
+        3. otpgate token assign SERIAL USER   (a serial assigned already is refused)\n  \
+        4. otpgate token remove USER SERIAL   (lost or returned: back to the pool)")]
+    Import {
+        /// The file to read (at most 4 MiB).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Its format; guessed from the content when not given (XML: pskc; otpauth:// lines: otpauth; a base32 line then `"` options: google-authenticator; else csv).
+        #[arg(long, value_enum, value_name = "FORMAT")]
+        format: Option<ImportFormat>,
+        /// Check and report, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The user of entries that name none: a google-authenticator file's (default: the owner of a `.google_authenticator` file).
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
+        /// A file holding the password of a password-encrypted PSKC file (its trailing newline is not part of it).
+        #[arg(long, value_name = "FILE")]
+        pskc_password_file: Option<PathBuf>,
+        /// A file holding the pre-shared key of a PSKC file: hex, or the raw 16, 24 or 32 bytes.
+        #[arg(long, value_name = "FILE")]
+        pskc_key_file: Option<PathBuf>,
+    },
+}
+
+/// The formats of `otpgate user import`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImportFormat {
+    /// otpauth://totp/ISSUER:USER?secret=…&digits=…&period=…&algorithm=… , one per line.
+    Otpauth,
+    /// google-authenticator-libpam's ~/.google_authenticator (TOTP only).
+    GoogleAuthenticator,
+    /// PSKC (RFC 6030), plain or encrypted; hardware tokens by serial.
+    Pskc,
+    /// user,secret[,digits,period,algorithm] with the secret in base32.
+    Csv,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// A user's tokens; without USER, the hardware-token pool and who holds each.
+    #[command(after_help = "Examples:\n  otpgate token list alice\n  otpgate token list --json")]
+    List {
+        /// The user (the ID in the directory); without it, the hardware-token pool.
+        user: Option<String>,
+    },
+    /// Assign a hardware token from the pool to a user (refused if it is assigned already).
+    #[command(after_help = "Example:\n  otpgate token assign 12345678 alice")]
+    Assign {
+        /// The token's serial number, as its PSKC file gives it.
+        serial: String,
+        #[arg(help = USER_HELP)]
+        user: String,
+    },
+    /// Remove one of a user's tokens by name or serial (`app`: the enrolled app); a hardware token goes back to the pool, unassigned.
+    #[command(
+        after_help = "Examples:\n  otpgate token remove alice google-authenticator\n  otpgate token remove alice 12345678"
+    )]
+    Remove {
+        #[arg(help = USER_HELP)]
+        user: String,
+        /// The token's name or serial, as `otpgate token list USER` shows it.
+        #[arg(value_name = "NAME|SERIAL")]
+        token: String,
+    },
+    /// Take a hardware token back from whoever holds it, into the pool.
+    #[command(after_help = "Example:\n  otpgate token unassign 12345678")]
+    Unassign {
+        /// The token's serial number.
+        serial: String,
     },
 }
 

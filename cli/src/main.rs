@@ -12,6 +12,7 @@ mod metrics_http;
 mod output;
 mod protocol;
 mod serve;
+mod tokens;
 mod user;
 
 use std::process::ExitCode;
@@ -132,8 +133,26 @@ async fn run(args: Args) -> Result<(), Failure> {
 /// An admin or helpdesk command: through a running server's control socket when one
 /// answers there, else against the store directly.
 async fn admin(config: &std::path::Path, cli: &Command, json: bool) -> Result<(), Failure> {
-    let Some(command) = user::command(cli) else {
-        return Err(Failure::Config("not an admin command".into()));
+    let command = match cli {
+        Command::User {
+            command:
+                args::UserCommand::Import {
+                    file,
+                    format,
+                    dry_run,
+                    user,
+                    pskc_password_file,
+                    pskc_key_file,
+                },
+        } => tokens::import_command(&tokens::ImportArgs {
+            file,
+            format: *format,
+            dry_run: *dry_run,
+            user: user.as_deref(),
+            password_file: pskc_password_file.as_deref(),
+            key_file: pskc_key_file.as_deref(),
+        })?,
+        cli => user::command(cli).ok_or_else(|| Failure::Config("not an admin command".into()))?,
     };
     let through_server = match otpgate_config::control_socket(config)? {
         Some(socket) => control::call(&socket, command.clone()).await?,
@@ -165,7 +184,10 @@ async fn admin(config: &std::path::Path, cli: &Command, json: bool) -> Result<()
     {
         println!("QR code:     {}", path.display());
     }
-    Ok(())
+    match reply.refused {
+        Some(reason) => Err(Failure::Refused(reason)),
+        None => Ok(()),
+    }
 }
 
 /// `check-config --connect`: one line per backend; refused (exit 1) if any failed.

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 /// The protocol's version; a request of another version is refused.
 pub const VERSION: u32 = 1;
 /// The longest request line accepted (without its newline).
-pub const MAX_REQUEST_LEN: usize = 16 * 1024;
+/// (An import carries its file's entries: a 4 MiB file fits, base32 included.)
+pub const MAX_REQUEST_LEN: usize = 8 * 1024 * 1024;
 /// The longest response line accepted (an audit listing can be long).
 pub const MAX_RESPONSE_LEN: usize = 64 * 1024 * 1024;
 
@@ -42,6 +43,21 @@ pub enum Command {
     TrustedList { user: String },
     /// `otpgate user trusted revoke USER [ID]`
     TrustedRevoke { user: String, id: Option<String> },
+    /// `otpgate user import FILE …`: the entries the CLI read from the file
+    UserImport {
+        format: otpgate_core::import::Format,
+        parsed: otpgate_core::import::Parsed,
+        user: Option<String>,
+        dry_run: bool,
+    },
+    /// `otpgate token list [USER]`
+    TokenList { user: Option<String> },
+    /// `otpgate token assign SERIAL USER`
+    TokenAssign { serial: String, user: String },
+    /// `otpgate token remove USER NAME|SERIAL`
+    TokenRemove { user: String, token: String },
+    /// `otpgate token unassign SERIAL`
+    TokenUnassign { serial: String },
     /// `otpgate helpdesk list`
     HelpdeskList,
     /// `otpgate helpdesk issue USER`
@@ -77,6 +93,10 @@ pub struct Reply {
     /// For `user enroll --qr FILE`: the URI the CLI draws into the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub otpauth_uri: Option<String>,
+    /// Set when the command did part of its work and refused the rest (an import with
+    /// refused entries): the reply is printed, then this reason, and the CLI exits 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 impl Reply {
@@ -86,6 +106,7 @@ impl Reply {
             json: vec![json],
             text,
             otpauth_uri: None,
+            refused: None,
         }
     }
 }
@@ -216,6 +237,29 @@ mod tests {
             Command::TrustedRevoke {
                 user: "bob".into(),
                 id: None,
+            },
+            Command::UserImport {
+                format: otpgate_core::import::Format::Otpauth,
+                parsed: otpgate_core::import::otpauth::parse(
+                    "otpauth://totp/VPN:bob?secret=JBSWY3DPEHPK3PXP&digits=8\nnot a uri\n",
+                ),
+                user: None,
+                dry_run: true,
+            },
+            Command::TokenList { user: None },
+            Command::TokenList {
+                user: Some("bob".into()),
+            },
+            Command::TokenAssign {
+                serial: "123".into(),
+                user: "bob".into(),
+            },
+            Command::TokenRemove {
+                user: "bob".into(),
+                token: "app".into(),
+            },
+            Command::TokenUnassign {
+                serial: "123".into(),
             },
             Command::HelpdeskList,
             Command::HelpdeskIssue { user: "bob".into() },

@@ -9,7 +9,9 @@ use otpgate_core::user::UserName;
 use serde_json::json;
 
 use crate::Failure;
-use crate::args::{Command as Cli, EmailCommand, HelpdeskCommand, TrustedCommand, UserCommand};
+use crate::args::{
+    Command as Cli, EmailCommand, HelpdeskCommand, TokenCommand, TrustedCommand, UserCommand,
+};
 use crate::protocol::{Command, Reply};
 
 /// The operator running the CLI as the environment names them (`SUDO_USER`, else
@@ -65,6 +67,22 @@ pub fn command(cli: &Cli) -> Option<Command> {
                 user: user.clone(),
                 id: id.clone(),
             },
+            // Read and parsed from its file first: `crate::tokens::import_command`.
+            UserCommand::Import { .. } => return None,
+        },
+        Cli::Token { command } => match command {
+            TokenCommand::List { user } => Command::TokenList { user: user.clone() },
+            TokenCommand::Assign { serial, user } => Command::TokenAssign {
+                serial: serial.clone(),
+                user: user.clone(),
+            },
+            TokenCommand::Remove { user, token } => Command::TokenRemove {
+                user: user.clone(),
+                token: token.clone(),
+            },
+            TokenCommand::Unassign { serial } => Command::TokenUnassign {
+                serial: serial.clone(),
+            },
         },
         Cli::Helpdesk { command } => match command {
             HelpdeskCommand::List => Command::HelpdeskList,
@@ -99,6 +117,11 @@ pub async fn execute(
     match command {
         Command::HelpdeskList | Command::HelpdeskIssue { .. } => helpdesk(core, command, ctx).await,
         Command::Audit { user, since, limit } => audit(core, user.as_deref(), &since, limit).await,
+        Command::UserImport { .. }
+        | Command::TokenList { .. }
+        | Command::TokenAssign { .. }
+        | Command::TokenRemove { .. }
+        | Command::TokenUnassign { .. } => crate::tokens::execute(core, command, ctx).await,
         user_command => user(core, user_command, ctx).await,
     }
 }
@@ -130,6 +153,9 @@ async fn user(core: &Core, command: Command, ctx: &RequestContext) -> Result<Rep
                 out += &format!("app enrolled at:      {t}\n");
             }
             out += &format!("trusted devices:      {}", status.trusted_devices);
+            if !status.tokens.is_empty() {
+                out += &format!("\ntokens:\n{}", crate::tokens::token_lines(&status.tokens));
+            }
             Reply::one(to_json(&status)?, out)
         }
         Command::UserEnroll { user } => {
@@ -230,7 +256,14 @@ async fn user(core: &Core, command: Command, ctx: &RequestContext) -> Result<Rep
                 format!("{user}: {n} trusted device(s) revoked"),
             )
         }
-        Command::HelpdeskList | Command::HelpdeskIssue { .. } | Command::Audit { .. } => {
+        Command::HelpdeskList
+        | Command::HelpdeskIssue { .. }
+        | Command::Audit { .. }
+        | Command::UserImport { .. }
+        | Command::TokenList { .. }
+        | Command::TokenAssign { .. }
+        | Command::TokenRemove { .. }
+        | Command::TokenUnassign { .. } => {
             return Err(Failure::Config("not a user command".into()));
         }
     })
@@ -317,5 +350,6 @@ async fn audit(
         json,
         text,
         otpauth_uri: None,
+        refused: None,
     })
 }

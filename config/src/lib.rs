@@ -215,8 +215,10 @@ pub enum RedisTarget {
     },
 }
 
-/// TOTP hash function (RFC 6238 allows SHA-1, SHA-256, SHA-512).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// TOTP hash function (RFC 6238 allows SHA-1, SHA-256, SHA-512). Stored with a token
+/// as `"SHA1"`, `"SHA256"`, `"SHA512"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum TotpAlgorithm {
     Sha1,
     Sha256,

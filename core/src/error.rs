@@ -82,6 +82,18 @@ pub enum Refusal {
     /// nothing was mailed. Try again later.
     #[error("too many confirmation mails; try again later")]
     TooManyMails,
+    /// The user has no token of that name or serial (`otpgate token list USER`).
+    #[error("no token named {0:?} (or with that serial)")]
+    NoSuchToken(String),
+    /// A hardware token's serial is assigned to a user already: unassign it first.
+    #[error("serial {serial} is already assigned to {user}")]
+    SerialAssigned { serial: String, user: String },
+    /// No hardware token with that serial in the pool: import its PSKC file first.
+    #[error("no hardware token with serial {0} (import its PSKC file first)")]
+    UnknownSerial(String),
+    /// The user has a token of that name already, with another secret: remove it first.
+    #[error("a token named {0:?} exists with another secret or parameters; remove it first")]
+    TokenExists(String),
 }
 
 /// A core error.

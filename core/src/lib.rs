@@ -8,6 +8,8 @@
 //! - [`store`]: Redis and embedded stores behind one contract; atomic single-use,
 //!   replay and counter operations.
 //! - [`otp`]: TOTP and code generation, pure.
+//! - [`import`]: reading TOTP secrets from other systems' files (otpauth URIs,
+//!   google-authenticator, PSKC, CSV), pure.
 //! - [`secret`]: sealing TOTP secrets, keyed hashes of codes and devices.
 //! - [`qr`]: QR codes for enrollment (terminal, PNG, SVG).
 //! - [`mail`]: SMTP and the texts mailed.
@@ -29,6 +31,7 @@ pub mod audit;
 pub mod clock;
 pub mod directory;
 pub mod error;
+pub mod import;
 pub mod mail;
 pub mod otp;
 pub mod qr;

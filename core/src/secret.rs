@@ -107,6 +107,12 @@ impl Keys {
         format!("otpgate:totp:{}", user.as_str()).into_bytes()
     }
 
+    /// A pooled hardware token's associated data: the serial, under a label of its own
+    /// (`otpgate:pool:`), so a pooled secret never opens as a user's and back.
+    fn pool_aad(serial: &str) -> Vec<u8> {
+        format!("otpgate:pool:{serial}").into_bytes()
+    }
+
     /// Encrypts a TOTP secret for `user`.
     pub fn seal(
         &self,
@@ -114,16 +120,47 @@ impl Keys {
         secret: &TotpSecret,
         random: &dyn Random,
     ) -> Result<SealedSecret, CoreError> {
+        self.seal_with(&Self::aad(user), secret, random)
+    }
+
+    /// Encrypts a hardware token's secret for the pool, bound to its serial.
+    pub fn seal_for_pool(
+        &self,
+        serial: &str,
+        secret: &TotpSecret,
+        random: &dyn Random,
+    ) -> Result<SealedSecret, CoreError> {
+        self.seal_with(&Self::pool_aad(serial), secret, random)
+    }
+
+    /// Decrypts what [`Keys::seal_for_pool`] sealed for `serial`.
+    pub fn open_from_pool(
+        &self,
+        serial: &str,
+        sealed: &SealedSecret,
+    ) -> Result<TotpSecret, CoreError> {
+        self.open_with(
+            &Self::pool_aad(serial),
+            &format!("hardware token {serial}"),
+            sealed,
+        )
+    }
+
+    fn seal_with(
+        &self,
+        aad: &[u8],
+        secret: &TotpSecret,
+        random: &dyn Random,
+    ) -> Result<SealedSecret, CoreError> {
         let cipher = Aes256Gcm::new_from_slice(self.seal.as_ref())
             .map_err(|e| CoreError::Internal(e.to_string()))?;
         let nonce = random::bytes::<12>(random)?;
-        let aad = Self::aad(user);
         let ciphertext = cipher
             .encrypt(
                 Nonce::from_slice(&nonce),
                 Payload {
                     msg: secret.expose(),
-                    aad: &aad,
+                    aad,
                 },
             )
             .map_err(|_| CoreError::Internal("AES-GCM encryption failed".into()))?;
@@ -136,7 +173,16 @@ impl Keys {
     /// Decrypts a TOTP secret sealed for `user`; any tampering, a wrong key or another
     /// user's secret is [`CoreError::Corrupt`].
     pub fn open(&self, user: &UserName, sealed: &SealedSecret) -> Result<TotpSecret, CoreError> {
-        let corrupt = |what: &str| CoreError::Corrupt(format!("the TOTP secret of {user} {what}"));
+        self.open_with(&Self::aad(user), user.as_str(), sealed)
+    }
+
+    fn open_with(
+        &self,
+        aad: &[u8],
+        whose: &str,
+        sealed: &SealedSecret,
+    ) -> Result<TotpSecret, CoreError> {
+        let corrupt = |what: &str| CoreError::Corrupt(format!("the TOTP secret of {whose} {what}"));
         let nonce = BASE64
             .decode(sealed.nonce.as_bytes())
             .map_err(|_| corrupt("has a malformed nonce"))?;
@@ -148,13 +194,12 @@ impl Keys {
             .map_err(|_| corrupt("is malformed"))?;
         let cipher = Aes256Gcm::new_from_slice(self.seal.as_ref())
             .map_err(|e| CoreError::Internal(e.to_string()))?;
-        let aad = Self::aad(user);
         let plain = cipher
             .decrypt(
                 Nonce::from_slice(&nonce),
                 Payload {
                     msg: &ciphertext,
-                    aad: &aad,
+                    aad,
                 },
             )
             .map_err(|_| corrupt("does not decrypt (wrong master key, or tampered)"))?;

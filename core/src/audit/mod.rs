@@ -80,6 +80,12 @@ pub enum Method {
     Unlock,
     TrustedRevoke,
     HelpdeskIssue,
+    /// A token imported (`otpgate user import`).
+    TokenImport,
+    /// A hardware token assigned to a user.
+    TokenAssign,
+    /// A token removed (a hardware token goes back to the pool).
+    TokenRemove,
     /// A name written by another version.
     #[serde(other)]
     Other,
@@ -113,6 +119,9 @@ impl Method {
             Method::Unlock => "unlock",
             Method::TrustedRevoke => "trusted-revoke",
             Method::HelpdeskIssue => "helpdesk-issue",
+            Method::TokenImport => "token-import",
+            Method::TokenAssign => "token-assign",
+            Method::TokenRemove => "token-remove",
             Method::Other => "other",
         }
     }

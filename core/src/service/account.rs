@@ -65,6 +65,8 @@ pub struct UserStatus {
     pub pending_address: Option<String>,
     pub enrolled_at: Option<String>,
     pub trusted_devices: usize,
+    /// Every token: the app (`app`) and imported or hardware ones, never a secret.
+    pub tokens: Vec<super::TokenInfo>,
     pub display_name: Option<String>,
     pub groups: Vec<String>,
 }
@@ -73,7 +75,7 @@ pub struct UserStatus {
 pub fn derive_state(activated: bool, account: Option<&Account>) -> UserState {
     match account {
         _ if !activated => UserState::NotActivated,
-        Some(a) if a.totp.is_some() => UserState::AppEnrolled,
+        Some(a) if super::tokens::has_token(a) => UserState::AppEnrolled,
         Some(a) if a.totp_pending.is_some() => UserState::AppPending,
         Some(a) if a.notification_address.is_some() => UserState::EmailRegistered,
         _ => UserState::New,
@@ -83,7 +85,7 @@ pub fn derive_state(activated: bool, account: Option<&Account>) -> UserState {
 impl Core {
     /// Reads, changes and saves an account with compare-and-set. `change` returns
     /// `Ok(None)` to leave the account unchanged.
-    async fn update_account<T>(
+    pub(super) async fn update_account<T>(
         &self,
         user: &UserName,
         mut change: impl FnMut(&mut Account) -> Result<Option<T>, CoreError>,
@@ -132,6 +134,9 @@ impl Core {
                 .and_then(|a| a.enrolled_at)
                 .map(Timestamp::to_rfc3339),
             trusted_devices: trusted.len(),
+            tokens: account
+                .map(|a| self.token_infos(a, user))
+                .unwrap_or_default(),
             display_name: entry.display_name,
             groups: entry.groups,
         })
@@ -283,14 +288,15 @@ impl Core {
         outcome
     }
 
-    /// Removes the app (enrolled and pending) and every trusted device.
+    /// Removes the app (enrolled and pending), every other token (hardware ones go back
+    /// to the pool, unassigned) and every trusted device.
     pub async fn reset(&self, user: &UserName, ctx: &RequestContext) -> Result<(), CoreError> {
         let outcome = self.reset_inner(user).await;
         self.audit_outcome(
             ctx,
             user,
             Method::Reset,
-            "app and trusted devices removed",
+            "app, tokens and trusted devices removed",
             &outcome,
         )
         .await;
@@ -299,13 +305,17 @@ impl Core {
 
     async fn reset_inner(&self, user: &UserName) -> Result<(), CoreError> {
         self.lookup(user).await?.ok_or(Refusal::UnknownUser)?;
-        self.update_account(user, |account| {
-            account.totp = None;
-            account.totp_pending = None;
-            account.enrolled_at = None;
-            Ok(Some(()))
-        })
-        .await?;
+        let removed = self
+            .update_account(user, |account| {
+                account.totp = None;
+                account.totp_pending = None;
+                account.enrolled_at = None;
+                Ok(Some(std::mem::take(&mut account.tokens)))
+            })
+            .await?
+            .unwrap_or_default();
+        // Hardware tokens go back to the pool, unassigned.
+        self.release_hardware(user, &removed).await?;
         // The account's new version (saved above) already keeps a login in flight from
         // remembering a device (`add_trusted` compares it); then every device goes.
         self.store.revoke_trusted(user, None).await?;

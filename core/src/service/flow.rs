@@ -16,7 +16,8 @@
 //!
 //! - **One bind per request**, wrong or right: in `PasswordWithCode` the split between
 //!   password and code is decided before binding, by checking — without consuming —
-//!   which trailing code-length candidate is a valid unused code of this user.
+//!   which trailing code-length candidate (6, 7 or 8 digits: the lengths of the user's
+//!   tokens, and the mailed code's) is a valid unused code of this user.
 //! - **Nothing cut in half**: [`Core::login`] and [`Core::continue_login`] run on a task
 //!   of their own, so a door that stops waiting (a deadline, a closed connection) never
 //!   leaves a consumed code without its audit record or a stored code without its mail.
@@ -433,7 +434,7 @@ impl Core {
                     }
                 }
                 let account = record.account.as_ref();
-                let has_app = account.is_some_and(|a| a.totp.is_some());
+                let has_app = account.is_some_and(super::tokens::has_token);
                 let has_address = account.is_some_and(|a| a.notification_address.is_some());
                 if !has_app && !has_address {
                     return match policy.no_factor {
@@ -529,8 +530,10 @@ impl Core {
 
     /// Where an append-mode value splits, decided before the one bind:
     ///
-    /// 1. a trailing code-length candidate that is a valid, unused code of this user
-    ///    (checked without consuming anything);
+    /// 1. a trailing code-length candidate (each length the user's tokens have, 6 to
+    ///    8, then the mailed code's) that is a valid, unused code of this user (checked
+    ///    without consuming anything: an 8-digit tail may be an 8-digit token's code or
+    ///    the mailed one);
     /// 2. else the email keyword at the end;
     /// 3. else a trailing code-shaped candidate all the same (a wrong code is counted as
     ///    one, never taken as part of the password: guesses meet the lockout), the
@@ -546,7 +549,6 @@ impl Core {
         keyword: &str,
         record: &UserRecord,
     ) -> Result<(Zeroizing<Vec<u8>>, Option<Answer>), CoreError> {
-        let totp_len = self.settings.totp.digits as usize;
         let email_len = self.settings.email_digits as usize;
         let tail = |n: usize| -> Option<&[u8]> {
             (n > 0 && value.len() > n)
@@ -560,8 +562,24 @@ impl Core {
         } else {
             None
         };
-        let has_app = record.account.as_ref().is_some_and(|a| a.totp.is_some());
-        let lengths = [(totp_len, has_app), (email_len, mailed.is_some())];
+        // The code lengths the user's tokens have (6, 7, 8), then the mailed code's.
+        let token_lengths: std::collections::BTreeSet<usize> = record
+            .account
+            .as_ref()
+            .map(|a| super::tokens::candidates(a, &self.settings.totp))
+            .unwrap_or_default()
+            .iter()
+            .map(|c| c.params.digits as usize)
+            .collect();
+        let lengths: Vec<(usize, bool)> = token_lengths
+            .iter()
+            .map(|&n| (n, true))
+            .chain(
+                (!token_lengths.contains(&(self.settings.totp.digits as usize)))
+                    .then_some((self.settings.totp.digits as usize, false)),
+            )
+            .chain([(email_len, mailed.is_some())])
+            .collect();
         let cut = |n: usize| {
             let (head, tail) = value.split_at(value.len() - n);
             (
@@ -571,7 +589,7 @@ impl Core {
                 ))),
             )
         };
-        for (n, _) in lengths {
+        for &(n, _) in &lengths {
             if let Some(t) = tail(n) {
                 let code = String::from_utf8_lossy(t);
                 if self
@@ -686,7 +704,7 @@ impl Core {
         let record = self.store.load(user, self.now()).await?;
         Ok(record
             .account
-            .is_some_and(|a| a.totp.is_some() || a.notification_address.is_some()))
+            .is_some_and(|a| super::tokens::has_token(&a) || a.notification_address.is_some()))
     }
 
     /// Keeps a pending login in the store under a fresh random id, bound to the client,

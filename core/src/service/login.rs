@@ -16,6 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Core;
+use super::tokens::{StepKey, candidates};
 use crate::audit::{Door, Method, RequestContext};
 use crate::clock::Timestamp;
 use crate::directory::UserEntry;
@@ -176,8 +177,9 @@ pub(crate) fn mask_address(address: &str) -> String {
 }
 
 impl Core {
-    /// Checks a code at login against what `record` (loaded just before) holds: an app
-    /// code (TOTP digits) or a mailed/helpdesk code (email digits). Every consuming step
+    /// Checks a code at login against what `record` (loaded just before) holds: a code
+    /// of each of the user's tokens whose digit count it has (the app first), then a
+    /// mailed/helpdesk code (email digits): an 8-digit code may be either. Every consuming step
     /// is one atomic store operation that checks the lock in the same step and counts a
     /// failure; a success clears the count.
     pub(super) async fn check_login_code(
@@ -190,19 +192,38 @@ impl Core {
         let code = code.trim();
         let digits_only = !code.is_empty() && code.bytes().all(|b| b.is_ascii_digit());
         let mut reason = Refusal::WrongCode;
-        if digits_only && code.len() == self.settings.totp.digits as usize {
-            if let Some(sealed) = record.account.as_ref().and_then(|a| a.totp.as_ref()) {
-                let secret = self.keys.open(user, sealed)?;
-                // Earliest first; a step already used is a replay only if no later
-                // step of the window has the same code.
-                for step in totp::matching_steps(&secret, code, now, &self.settings.totp) {
-                    match self.store.accept_totp_step(user, step, now).await? {
-                        StepOutcome::Accepted => return Ok(Ok(Factor::Totp)),
-                        StepOutcome::Replay => reason = Refusal::Replay,
-                        StepOutcome::Locked(until) => return Ok(Err(Refusal::Locked(until))),
+        let candidates = record
+            .account
+            .as_ref()
+            .map(|a| candidates(a, &self.settings.totp))
+            .unwrap_or_default();
+        for c in candidates
+            .iter()
+            .filter(|c| digits_only && code.len() == c.params.digits as usize)
+        {
+            let secret = self.keys.open(user, c.sealed)?;
+            // Earliest first; a step already used is a replay only if no later step of
+            // the window has the same code.
+            let steps = totp::matching_steps(&secret, code, now, &c.params);
+            if steps.is_empty() {
+                continue;
+            }
+            for step in steps {
+                let outcome = match c.key {
+                    StepKey::App => self.store.accept_totp_step(user, step, now).await?,
+                    StepKey::Token(name) => {
+                        self.store.accept_token_step(user, name, step, now).await?
                     }
+                };
+                match outcome {
+                    StepOutcome::Accepted => return Ok(Ok(Factor::Totp)),
+                    StepOutcome::Replay => reason = Refusal::Replay,
+                    StepOutcome::Locked(until) => return Ok(Err(Refusal::Locked(until))),
                 }
             }
+            // The code is this token's, already used: it is not tried on the user's
+            // other tokens (two tokens with one secret must not let a code in twice).
+            break;
         }
         if reason == Refusal::WrongCode
             && digits_only
@@ -247,8 +268,8 @@ impl Core {
     }
 
     /// Whether `code` would be accepted now, without consuming anything or counting a
-    /// failure: a TOTP code of a step later than the last accepted one, or the
-    /// outstanding mailed code. Used to decide where an append-mode value splits
+    /// failure: a code of one of the user's tokens, of a step later than that token's
+    /// last accepted one, or the outstanding mailed code. Used to decide where an append-mode value splits
     /// before the one bind.
     pub(super) async fn is_unused_code(
         &self,
@@ -258,11 +279,14 @@ impl Core {
         mailed: Option<&StoredCode>,
     ) -> Result<bool, CoreError> {
         let now = self.now();
-        if code.len() == self.settings.totp.digits as usize {
-            if let Some(sealed) = record.account.as_ref().and_then(|a| a.totp.as_ref()) {
-                let secret = self.keys.open(user, sealed)?;
-                let last = record.last_totp_step;
-                if totp::matching_steps(&secret, code, now, &self.settings.totp)
+        if let Some(account) = record.account.as_ref() {
+            for c in candidates(account, &self.settings.totp)
+                .iter()
+                .filter(|c| code.len() == c.params.digits as usize)
+            {
+                let secret = self.keys.open(user, c.sealed)?;
+                let last = c.last_step(record);
+                if totp::matching_steps(&secret, code, now, &c.params)
                     .into_iter()
                     .any(|step| last.is_none_or(|l| step > l))
                 {

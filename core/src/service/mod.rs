@@ -12,6 +12,8 @@
 //!   management, status.
 //! - `helpdesk`: the queue and operator-issued codes; the audit reader.
 //! - `session`: door sessions in the store, sealed; rate counters.
+//! - `tokens`: a user's tokens (the app and imported or hardware ones, each with its
+//!   own parameters and last step), the import, the hardware-token pool.
 
 use std::sync::Arc;
 
@@ -33,6 +35,7 @@ mod flow;
 mod helpdesk;
 mod login;
 mod session;
+mod tokens;
 
 pub use account::{
     ADDRESS_MAIL_WINDOW, ADDRESS_MAILS_PER_ADDRESS, ADDRESS_MAILS_PER_USER, Enrollment, UserStatus,
@@ -47,6 +50,7 @@ pub use login::{
     OtpVerified,
 };
 pub use session::LoadedSession;
+pub use tokens::{ImportLine, ImportReport, ImportRequest, LineOutcome, TokenInfo};
 
 /// What the core needs of the configuration: the rules of the second factor, and where
 /// mailed links point. Made from the core's own sections ([`CoreConfig::from_config`]);

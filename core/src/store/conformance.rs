@@ -21,8 +21,9 @@ use std::time::Duration;
 use futures::future::join_all;
 
 use super::{
-    Account, CodeOutcome, CodeSlot, Counter, FailureOutcome, HelpdeskKind, HelpdeskRequest,
-    SealedSecret, StepOutcome, StoreBackend, StoreError, StoredCode, TrustedDevice, is_trusted,
+    Account, Claim, CodeOutcome, CodeSlot, Counter, FailureOutcome, HelpdeskKind, HelpdeskRequest,
+    SealedSecret, StepOutcome, StoreBackend, StoreError, StoredCode, Token, TokenSource,
+    TrustedDevice, is_trusted,
 };
 use crate::audit::Door;
 use crate::clock::Timestamp;
@@ -51,6 +52,23 @@ fn account(n: u8) -> Account {
         totp_pending: None,
         notification_address: Some(format!("user{n}@example.org")),
         created_at: Some(T0),
+        tokens: Vec::new(),
+    }
+}
+
+fn token(name: &str, serial: Option<&str>) -> Token {
+    Token {
+        name: name.to_string(),
+        serial: serial.map(str::to_string),
+        secret: SealedSecret {
+            nonce: format!("nonce-{name}"),
+            ciphertext: format!("ciphertext-{name}"),
+        },
+        digits: 8,
+        period: 60,
+        algorithm: otpgate_config::TotpAlgorithm::Sha256,
+        source: TokenSource::Pskc,
+        added_at: T0,
     }
 }
 
@@ -86,6 +104,9 @@ pub async fn run_all<S: StoreBackend>(store: &S, tag: &str) {
     trusted_devices(store, tag).await;
     checked_codes(store, tag).await;
     forgotten_steps(store, tag).await;
+    token_steps(store, tag).await;
+    accounts_with_tokens(store, tag).await;
+    pool(store, tag).await;
     helpdesk(store, tag).await;
     audit(store, tag).await;
     sessions(store, tag).await;
@@ -896,6 +917,184 @@ pub async fn forgotten_steps<S: StoreBackend>(store: &S, tag: &str) {
     assert_eq!(
         store.accept_totp_step(&u, 100, T0).await.unwrap(),
         StepOutcome::Accepted
+    );
+}
+
+/// Each token keeps its own last step, apart from the app's: a step used by one token
+/// is not a replay for another, a replay of one token is refused, the lock is checked
+/// in the same step, a success clears the failures, and a reset forgets them all.
+pub async fn token_steps<S: StoreBackend>(store: &S, tag: &str) {
+    let u = user(tag, "token-steps");
+    assert_eq!(
+        store.accept_totp_step(&u, 100, T0).await.unwrap(),
+        StepOutcome::Accepted
+    );
+    assert_eq!(
+        store.accept_token_step(&u, "hw", 100, T0).await.unwrap(),
+        StepOutcome::Accepted,
+        "the app's step is not the token's"
+    );
+    assert_eq!(
+        store.accept_token_step(&u, "hw", 100, T0).await.unwrap(),
+        StepOutcome::Replay
+    );
+    assert_eq!(
+        store.accept_token_step(&u, "hw", 99, T0).await.unwrap(),
+        StepOutcome::Replay
+    );
+    assert_eq!(
+        store.accept_token_step(&u, "other", 50, T0).await.unwrap(),
+        StepOutcome::Accepted
+    );
+    let r = store.load(&u, T0).await.unwrap();
+    assert_eq!(r.last_totp_step, Some(100));
+    assert_eq!(
+        r.token_steps.into_iter().collect::<Vec<_>>(),
+        vec![("hw".to_string(), 100), ("other".to_string(), 50)]
+    );
+    store.record_failure(&u, T0, 2, 60).await.unwrap();
+    assert_eq!(
+        store.accept_token_step(&u, "hw", 101, T0).await.unwrap(),
+        StepOutcome::Accepted
+    );
+    assert_eq!(
+        store.load(&u, T0).await.unwrap().failures,
+        0,
+        "a success clears"
+    );
+    store.record_failure(&u, T0, 2, 60).await.unwrap();
+    let locked = store.record_failure(&u, T0, 2, 60).await.unwrap();
+    assert_eq!(locked.locked_until, Some(at(60)));
+    assert_eq!(
+        store.accept_token_step(&u, "hw", 200, at(1)).await.unwrap(),
+        StepOutcome::Locked(at(60))
+    );
+    assert_eq!(
+        store.load(&u, at(1)).await.unwrap().token_steps.get("hw"),
+        Some(&101),
+        "a locked user's step is not recorded"
+    );
+    store.forget_totp_step(&u).await.unwrap();
+    let r = store.load(&u, at(61)).await.unwrap();
+    assert_eq!(r.last_totp_step, None);
+    assert!(
+        r.token_steps.is_empty(),
+        "a reset forgets every token's step"
+    );
+}
+
+/// An account with tokens reads back as saved.
+pub async fn accounts_with_tokens<S: StoreBackend>(store: &S, tag: &str) {
+    let u = user(tag, "tokens");
+    let mut a = account(1);
+    a.tokens = vec![token("phone", None), token("hw-1", Some("hw-1"))];
+    assert!(store.save_account(&u, 0, &a).await.unwrap());
+    let saved = store.load(&u, T0).await.unwrap().account.unwrap();
+    assert_eq!(
+        Account {
+            version: 0,
+            ..saved
+        },
+        a
+    );
+}
+
+/// The hardware-token pool: added once per serial, claimed by one user only, released
+/// only by its user, removed.
+pub async fn pool<S: StoreBackend>(store: &S, tag: &str) {
+    let alice = user(tag, "pool-alice");
+    let bob = user(tag, "pool-bob");
+    let s1 = format!("{tag}-serial-1");
+    let s2 = format!("{tag}-serial-2");
+    let t1 = token(&s1, Some(&s1));
+    let t2 = token(&s2, Some(&s2));
+    assert!(store.pool_add(&t1, &s1, None).await.unwrap());
+    assert!(
+        !store.pool_add(&t2, &s1, Some(&bob)).await.unwrap(),
+        "a serial is added once"
+    );
+    assert!(store.pool_add(&t2, &s2, Some(&bob)).await.unwrap());
+    let e1 = store.pool_get(&s1).await.unwrap().unwrap();
+    assert_eq!((e1.token, e1.assigned_to), (t1.clone(), None));
+    let e2 = store.pool_get(&s2).await.unwrap().unwrap();
+    assert_eq!(e2.assigned_to, Some(bob.clone()));
+    assert_eq!(store.pool_get("no-such-serial").await.unwrap(), None);
+    let ours: Vec<_> = store
+        .pool_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.token.name.starts_with(&format!("{tag}-serial-")))
+        .map(|e| (e.token.name, e.assigned_to))
+        .collect();
+    assert_eq!(
+        ours,
+        vec![(s1.clone(), None), (s2.clone(), Some(bob.clone()))]
+    );
+
+    assert_eq!(
+        store.pool_claim(&s1, &alice).await.unwrap(),
+        Claim::Claimed(t1.clone())
+    );
+    assert_eq!(
+        store.pool_claim(&s1, &bob).await.unwrap(),
+        Claim::AssignedTo(alice.clone()),
+        "a serial assigned is not claimed again"
+    );
+    assert_eq!(
+        store.pool_claim("no-such-serial", &bob).await.unwrap(),
+        Claim::Unknown
+    );
+    assert!(
+        !store.pool_release(&s1, &bob).await.unwrap(),
+        "only its user releases it"
+    );
+    assert!(store.pool_release(&s1, &alice).await.unwrap());
+    assert_eq!(
+        store.pool_get(&s1).await.unwrap().unwrap().assigned_to,
+        None
+    );
+    assert_eq!(
+        store.pool_claim(&s1, &bob).await.unwrap(),
+        Claim::Claimed(t1),
+        "released, it can be assigned again"
+    );
+    assert!(store.pool_remove(&s1).await.unwrap());
+    assert!(store.pool_remove(&s2).await.unwrap());
+    assert!(!store.pool_remove(&s2).await.unwrap());
+    assert_eq!(store.pool_get(&s1).await.unwrap(), None);
+}
+
+/// Writes an account record as a backend stores it, byte for byte (test hook; see
+/// [`old_account_records`]).
+#[allow(async_fn_in_trait)]
+pub trait WriteRawAccount {
+    /// Stores `json` as the user's account at `version`.
+    async fn write_raw_account(&self, user: &UserName, version: u64, json: &str);
+}
+
+/// An account written before tokens existed (no `tokens` field) reads as the enrolled
+/// app alone, and saving it again keeps every field.
+pub async fn old_account_records<S: StoreBackend + WriteRawAccount>(store: &S, tag: &str) {
+    let u = user(tag, "old-account");
+    let old = r#"{"version":3,"totp":{"nonce":"bm9uY2U=","ciphertext":"c2VhbGVk"},"enrolled_at":1700000000,"totp_pending":null,"notification_address":"old@example.org","created_at":1690000000}"#;
+    store.write_raw_account(&u, 3, old).await;
+    let read = store.load(&u, T0).await.unwrap().account.unwrap();
+    assert_eq!(read.version, 3);
+    assert_eq!(read.totp.as_ref().unwrap().ciphertext, "c2VhbGVk");
+    assert_eq!(
+        read.notification_address.as_deref(),
+        Some("old@example.org")
+    );
+    assert!(read.tokens.is_empty());
+    assert!(store.save_account(&u, 3, &read).await.unwrap());
+    let again = store.load(&u, T0).await.unwrap().account.unwrap();
+    assert_eq!(
+        Account {
+            version: 3,
+            ..again
+        },
+        read
     );
 }
 

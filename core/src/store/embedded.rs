@@ -30,8 +30,9 @@ use subtle::ConstantTimeEq;
 use super::keys;
 use super::records::{FAILURES_TTL, audit_kept_from, from_json, is_live, to_json};
 use super::{
-    Account, ChallengeAnswer, CodeOutcome, CodeSlot, Counter, FailureOutcome, HelpdeskRequest,
-    StepOutcome, StoreBackend, StoreError, StoredCode, StoredSession, TrustedDevice, UserRecord,
+    Account, ChallengeAnswer, Claim, CodeOutcome, CodeSlot, Counter, FailureOutcome,
+    HelpdeskRequest, PoolEntry, StepOutcome, StoreBackend, StoreError, StoredCode, StoredSession,
+    Token, TrustedDevice, UserRecord,
 };
 use crate::clock::Timestamp;
 use crate::user::UserName;
@@ -84,6 +85,25 @@ struct LockRecord {
 #[derive(Serialize, Deserialize)]
 struct StepRecord {
     step: u64,
+}
+
+/// The last accepted step of each of a user's other tokens.
+type TokenSteps = std::collections::BTreeMap<String, u64>;
+
+/// A pool entry as stored.
+#[derive(Serialize, Deserialize)]
+struct PoolRecord {
+    token: Token,
+    assigned_to: Option<UserName>,
+}
+
+impl From<PoolRecord> for PoolEntry {
+    fn from(r: PoolRecord) -> Self {
+        PoolEntry {
+            token: r.token,
+            assigned_to: r.assigned_to,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -398,11 +418,14 @@ impl StoreBackend for EmbeddedStore {
             let lock: Option<LockRecord> = get_json(&kv, &inner.key(&user, keys::LOCK), "lock")?;
             let step: Option<StepRecord> =
                 get_json(&kv, &inner.key(&user, keys::TOTP_STEP), "TOTP step")?;
+            let token_steps: Option<TokenSteps> =
+                get_json(&kv, &inner.key(&user, keys::TOKEN_STEPS), "token steps")?;
             Ok(UserRecord {
                 account,
                 failures: failures.map_or(0, |f| f.current(now)),
                 locked_until: lock.map(|l| l.until).filter(|t| is_live(*t, now)),
                 last_totp_step: step.map(|s| s.step),
+                token_steps: token_steps.unwrap_or_default(),
             })
         })
         .await
@@ -455,6 +478,129 @@ impl StoreBackend for EmbeddedStore {
             remove(&mut kv, &inner.key(&user, keys::FAILURES), "failures")?;
             remove(&mut kv, &lock_key, "lock")?;
             Ok(Done::Commit(StepOutcome::Accepted))
+        })
+        .await
+    }
+
+    async fn accept_token_step(
+        &self,
+        user: &UserName,
+        token: &str,
+        step: u64,
+        now: Timestamp,
+    ) -> Result<StepOutcome, StoreError> {
+        let user = user.clone();
+        let token = token.to_string();
+        self.write("accept token step", move |inner, tx| {
+            let mut kv = inner.kv(tx)?;
+            let lock_key = inner.key(&user, keys::LOCK);
+            if let Some(until) = live_lock(&kv, &lock_key, now)? {
+                return Ok(Done::Abort(StepOutcome::Locked(until)));
+            }
+            let steps_key = inner.key(&user, keys::TOKEN_STEPS);
+            let mut steps: TokenSteps =
+                get_json(&kv, &steps_key, "token steps")?.unwrap_or_default();
+            if steps.get(&token).is_some_and(|last| *last >= step) {
+                return Ok(Done::Abort(StepOutcome::Replay));
+            }
+            steps.insert(token, step);
+            put_json(&mut kv, &steps_key, "token steps", &steps)?;
+            remove(&mut kv, &inner.key(&user, keys::FAILURES), "failures")?;
+            remove(&mut kv, &lock_key, "lock")?;
+            Ok(Done::Commit(StepOutcome::Accepted))
+        })
+        .await
+    }
+
+    async fn pool_add(
+        &self,
+        token: &Token,
+        serial: &str,
+        assigned_to: Option<&UserName>,
+    ) -> Result<bool, StoreError> {
+        let record = PoolRecord {
+            token: token.clone(),
+            assigned_to: assigned_to.cloned(),
+        };
+        let key = keys::pool_entry_key(&self.inner.prefix, serial);
+        self.write("pool add", move |inner, tx| {
+            let mut kv = inner.kv(tx)?;
+            if get_json::<PoolRecord, _>(&kv, &key, "pool token")?.is_some() {
+                return Ok(Done::Abort(false));
+            }
+            put_json(&mut kv, &key, "pool token", &record)?;
+            Ok(Done::Commit(true))
+        })
+        .await
+    }
+
+    async fn pool_get(&self, serial: &str) -> Result<Option<PoolEntry>, StoreError> {
+        let key = keys::pool_entry_key(&self.inner.prefix, serial);
+        self.read("pool get", move |inner, tx| {
+            let record: Option<PoolRecord> = get_json(&inner.kv_read(tx)?, &key, "pool token")?;
+            Ok(record.map(PoolEntry::from))
+        })
+        .await
+    }
+
+    async fn pool_list(&self) -> Result<Vec<PoolEntry>, StoreError> {
+        self.read("pool list", move |inner, tx| {
+            let start = format!("{}:", keys::pool_key(&inner.prefix));
+            let mut out = Vec::new();
+            for (_, v) in scan_prefix(&inner.kv_read(tx)?, &start, "pool list")? {
+                out.push(PoolEntry::from(from_json::<PoolRecord>("pool token", &v)?));
+            }
+            out.sort_by(|a, b| a.token.serial.cmp(&b.token.serial));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn pool_claim(&self, serial: &str, user: &UserName) -> Result<Claim, StoreError> {
+        let key = keys::pool_entry_key(&self.inner.prefix, serial);
+        let user = user.clone();
+        self.write("pool claim", move |inner, tx| {
+            let mut kv = inner.kv(tx)?;
+            let Some(mut record) = get_json::<PoolRecord, _>(&kv, &key, "pool token")? else {
+                return Ok(Done::Abort(Claim::Unknown));
+            };
+            if let Some(owner) = record.assigned_to {
+                return Ok(Done::Abort(Claim::AssignedTo(owner)));
+            }
+            record.assigned_to = Some(user);
+            put_json(&mut kv, &key, "pool token", &record)?;
+            Ok(Done::Commit(Claim::Claimed(record.token)))
+        })
+        .await
+    }
+
+    async fn pool_release(&self, serial: &str, user: &UserName) -> Result<bool, StoreError> {
+        let key = keys::pool_entry_key(&self.inner.prefix, serial);
+        let user = user.clone();
+        self.write("pool release", move |inner, tx| {
+            let mut kv = inner.kv(tx)?;
+            let Some(mut record) = get_json::<PoolRecord, _>(&kv, &key, "pool token")? else {
+                return Ok(Done::Abort(false));
+            };
+            if record.assigned_to.as_ref() != Some(&user) {
+                return Ok(Done::Abort(false));
+            }
+            record.assigned_to = None;
+            put_json(&mut kv, &key, "pool token", &record)?;
+            Ok(Done::Commit(true))
+        })
+        .await
+    }
+
+    async fn pool_remove(&self, serial: &str) -> Result<bool, StoreError> {
+        let key = keys::pool_entry_key(&self.inner.prefix, serial);
+        self.write("pool remove", move |inner, tx| {
+            let removed = remove(&mut inner.kv(tx)?, &key, "pool token")?;
+            Ok(if removed {
+                Done::Commit(true)
+            } else {
+                Done::Abort(false)
+            })
         })
         .await
     }
@@ -575,11 +721,9 @@ impl StoreBackend for EmbeddedStore {
     async fn forget_totp_step(&self, user: &UserName) -> Result<(), StoreError> {
         let user = user.clone();
         self.write("forget TOTP step", move |inner, tx| {
-            remove(
-                &mut inner.kv(tx)?,
-                &inner.key(&user, keys::TOTP_STEP),
-                "TOTP step",
-            )?;
+            let mut kv = inner.kv(tx)?;
+            remove(&mut kv, &inner.key(&user, keys::TOTP_STEP), "TOTP step")?;
+            remove(&mut kv, &inner.key(&user, keys::TOKEN_STEPS), "token steps")?;
             Ok(Done::Commit(()))
         })
         .await
@@ -1000,6 +1144,23 @@ impl crate::store::conformance::CorruptTrusted for EmbeddedStore {
     }
 }
 
+#[cfg(any(test, feature = "conformance"))]
+impl crate::store::conformance::WriteRawAccount for EmbeddedStore {
+    async fn write_raw_account(&self, user: &UserName, _version: u64, json: &str) {
+        let key = self.inner.key(user, keys::ACCOUNT);
+        let json = json.to_string();
+        let written = self
+            .write("raw account", move |inner, tx| {
+                let mut kv = inner.kv(tx)?;
+                kv.insert(key.as_str(), json.as_bytes())
+                    .map_err(|e| db_err("write", e))?;
+                Ok(Done::Commit(()))
+            })
+            .await;
+        assert!(written.is_ok(), "writing the raw account: {written:?}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1010,6 +1171,7 @@ mod tests {
         let store = EmbeddedStore::in_memory().unwrap();
         conformance::run_all(&store, "mem").await;
         conformance::corrupt_trusted_records(&store, "mem").await;
+        conformance::old_account_records(&store, "mem").await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -17,6 +17,9 @@ pub const FAILURES: &str = "failures";
 pub const LOCK: &str = "lock";
 /// The last accepted TOTP step. Never expires.
 pub const TOTP_STEP: &str = "totp-step";
+/// The last accepted step of each of the user's other tokens: a hash of token name →
+/// zero-padded step (Redis); one JSON map (embedded). Never expires.
+pub const TOKEN_STEPS: &str = "token-steps";
 /// Trusted devices: a hash of device id → JSON record.
 pub const TRUSTED: &str = "trusted";
 
@@ -86,6 +89,23 @@ pub fn helpdesk_key(prefix: &str) -> String {
 /// one hash instead).
 pub fn helpdesk_entry_key(prefix: &str, user: &UserName) -> String {
     format!("{}:{}", helpdesk_key(prefix), escape(user.as_str()))
+}
+
+/// The hardware-token pool: one hash, field = serial, value = JSON token (its secret
+/// sealed for the pool).
+pub fn pool_key(prefix: &str) -> String {
+    format!("{prefix}{{!tokens}}:pool")
+}
+
+/// The pool's assignments: one hash, field = serial, value = user name (same tag as the
+/// pool, so one script may touch both).
+pub fn pool_assigned_key(prefix: &str) -> String {
+    format!("{prefix}{{!tokens}}:assigned")
+}
+
+/// One serial's entry in the embedded store's pool (Redis keeps it in one hash).
+pub fn pool_entry_key(prefix: &str, serial: &str) -> String {
+    format!("{}:{}", pool_key(prefix), escape(serial))
 }
 
 /// The audit log: a sorted set scored by time.

@@ -20,6 +20,9 @@
 //! - `embedded`: redb, one write transaction per operation.
 //! - `conformance`: one test suite that every backend must pass.
 
+use std::collections::BTreeMap;
+
+use otpgate_config::TotpAlgorithm;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
@@ -75,6 +78,83 @@ pub struct Account {
     pub notification_address: Option<String>,
     /// When the record was first saved.
     pub created_at: Option<Timestamp>,
+    /// The user's other tokens (imported, hardware), each with its own parameters. The
+    /// enrolled app stays in `totp` (the token named `app`, with `[totp]`'s
+    /// parameters), so records written before tokens existed read unchanged, and a
+    /// record without other tokens is written exactly as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<Token>,
+}
+
+/// The name of the enrolled app token (the account's `totp` secret).
+pub const APP_TOKEN: &str = "app";
+
+/// How a token came to its user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenSource {
+    /// `otpgate user enroll` or the portal.
+    Enrolled,
+    /// Imported from an `otpauth://` URI.
+    Otpauth,
+    /// Imported from a google-authenticator-libpam file.
+    GoogleAuthenticator,
+    /// Imported from a PSKC file (a hardware token).
+    Pskc,
+    /// Imported from a CSV file.
+    Csv,
+}
+
+impl TokenSource {
+    /// The name in listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenSource::Enrolled => "enrolled",
+            TokenSource::Otpauth => "otpauth",
+            TokenSource::GoogleAuthenticator => "google-authenticator",
+            TokenSource::Pskc => "pskc",
+            TokenSource::Csv => "csv",
+        }
+    }
+}
+
+/// A TOTP token with its own parameters. Its secret is sealed for its user (or, in the
+/// pool, for its serial: see `crate::secret::Keys::seal_for_pool`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    /// Unique among the user's tokens (a hardware token is named by its serial); also
+    /// the name its last accepted step is kept under.
+    pub name: String,
+    /// A hardware token's serial number (unique in the whole store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    pub secret: SealedSecret,
+    /// 6 to 8.
+    pub digits: u32,
+    /// Seconds per step.
+    pub period: u64,
+    pub algorithm: TotpAlgorithm,
+    pub source: TokenSource,
+    pub added_at: Timestamp,
+}
+
+/// A hardware token in the pool, and the user it is assigned to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolEntry {
+    /// The token, its secret sealed for the pool.
+    pub token: Token,
+    pub assigned_to: Option<UserName>,
+}
+
+/// What [`StoreBackend::pool_claim`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The serial was unassigned; it is now the user's.
+    Claimed(Token),
+    /// The serial is assigned to this user already; nothing changed.
+    AssignedTo(UserName),
+    /// No such serial in the pool.
+    Unknown,
 }
 
 /// Everything the login path needs, read in one round trip.
@@ -86,8 +166,10 @@ pub struct UserRecord {
     pub failures: u32,
     /// Set while the user is locked (only when later than `now`).
     pub locked_until: Option<Timestamp>,
-    /// The last TOTP step accepted for this user.
+    /// The last TOTP step accepted for this user's app token.
     pub last_totp_step: Option<u64>,
+    /// The last step accepted per other token (by token name).
+    pub token_steps: BTreeMap<String, u64>,
 }
 
 /// What [`StoreBackend::accept_totp_step`] decided.
@@ -275,6 +357,43 @@ pub trait StoreBackend {
         now: Timestamp,
     ) -> Result<StepOutcome, StoreError>;
 
+    /// Like [`StoreBackend::accept_totp_step`] for one of the user's other tokens: each
+    /// token keeps its own last step (tokens may have different periods), checked
+    /// with the lock in the same atomic step.
+    async fn accept_token_step(
+        &self,
+        user: &UserName,
+        token: &str,
+        step: u64,
+        now: Timestamp,
+    ) -> Result<StepOutcome, StoreError>;
+
+    /// Atomically adds a hardware token to the pool under its serial, assigned to
+    /// `assigned_to` or not. Returns `false`, changing nothing, when the serial is
+    /// already there.
+    async fn pool_add(
+        &self,
+        token: &Token,
+        serial: &str,
+        assigned_to: Option<&UserName>,
+    ) -> Result<bool, StoreError>;
+
+    /// The pool's entry for a serial.
+    async fn pool_get(&self, serial: &str) -> Result<Option<PoolEntry>, StoreError>;
+
+    /// Every pool entry, by serial.
+    async fn pool_list(&self) -> Result<Vec<PoolEntry>, StoreError>;
+
+    /// Atomically assigns an unassigned serial to `user` and returns its token; a
+    /// serial assigned already (to anyone) is not changed.
+    async fn pool_claim(&self, serial: &str, user: &UserName) -> Result<Claim, StoreError>;
+
+    /// Atomically unassigns a serial if it is assigned to `user`. Returns whether it was.
+    async fn pool_release(&self, serial: &str, user: &UserName) -> Result<bool, StoreError>;
+
+    /// Deletes a serial from the pool (and its assignment). Returns whether it was there.
+    async fn pool_remove(&self, serial: &str) -> Result<bool, StoreError>;
+
     /// Atomically counts a failure; when the count reaches `max_failures` the user is
     /// locked until `now + lock_for` (seconds). While a lock is in force nothing is
     /// counted and the lock is reported, not extended. Counts survive restarts; the
@@ -325,8 +444,8 @@ pub trait StoreBackend {
         lock_for: u64,
     ) -> Result<CodeOutcome, StoreError>;
 
-    /// Forgets the last accepted TOTP step (a reset: the next app's first code may
-    /// fall in the step the old app used last).
+    /// Forgets the last accepted TOTP step of the app and of every other token (a
+    /// reset: the next app's first code may fall in the step the old app used last).
     async fn forget_totp_step(&self, user: &UserName) -> Result<(), StoreError>;
 
     /// Empties a slot (a failed mail must leave no usable code).
@@ -499,6 +618,38 @@ impl StoreBackend for Store {
         now: Timestamp,
     ) -> Result<StepOutcome, StoreError> {
         dispatch!(self, accept_totp_step(user, step, now))
+    }
+    async fn accept_token_step(
+        &self,
+        user: &UserName,
+        token: &str,
+        step: u64,
+        now: Timestamp,
+    ) -> Result<StepOutcome, StoreError> {
+        dispatch!(self, accept_token_step(user, token, step, now))
+    }
+    async fn pool_add(
+        &self,
+        token: &Token,
+        serial: &str,
+        assigned_to: Option<&UserName>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, pool_add(token, serial, assigned_to))
+    }
+    async fn pool_get(&self, serial: &str) -> Result<Option<PoolEntry>, StoreError> {
+        dispatch!(self, pool_get(serial))
+    }
+    async fn pool_list(&self) -> Result<Vec<PoolEntry>, StoreError> {
+        dispatch!(self, pool_list())
+    }
+    async fn pool_claim(&self, serial: &str, user: &UserName) -> Result<Claim, StoreError> {
+        dispatch!(self, pool_claim(serial, user))
+    }
+    async fn pool_release(&self, serial: &str, user: &UserName) -> Result<bool, StoreError> {
+        dispatch!(self, pool_release(serial, user))
+    }
+    async fn pool_remove(&self, serial: &str) -> Result<bool, StoreError> {
+        dispatch!(self, pool_remove(serial))
     }
     async fn record_failure(
         &self,

@@ -28,8 +28,9 @@ use otpgate_config::{RedisAuth, RedisConfig, SecretBytes};
 use super::keys;
 use super::records::{FAILURES_TTL, audit_kept_from, from_json, is_live, to_json};
 use super::{
-    Account, ChallengeAnswer, CodeOutcome, CodeSlot, Counter, FailureOutcome, HelpdeskRequest,
-    StepOutcome, StoreBackend, StoreError, StoredCode, StoredSession, TrustedDevice, UserRecord,
+    Account, ChallengeAnswer, Claim, CodeOutcome, CodeSlot, Counter, FailureOutcome,
+    HelpdeskRequest, PoolEntry, StepOutcome, StoreBackend, StoreError, StoredCode, StoredSession,
+    Token, TrustedDevice, UserRecord,
 };
 use crate::clock::Timestamp;
 use crate::user::UserName;
@@ -421,11 +422,11 @@ macro_rules! script {
 
 script!(
     LOAD,
-    "KEYS: account, failures, lock, step → {version, json, failures, lock, step}.",
+    "KEYS: account, failures, lock, step, token steps → {version, json, failures, lock, step, {name, step, …}}.",
     r"
 local acc = redis.call('HMGET', KEYS[1], 'version', 'json')
 return {acc[1], acc[2], redis.call('GET', KEYS[2]), redis.call('GET', KEYS[3]),
-        redis.call('GET', KEYS[4])}
+        redis.call('GET', KEYS[4]), redis.call('HGETALL', KEYS[5])}
 "
 );
 
@@ -451,6 +452,79 @@ if last and last >= ARGV[2] then return {1, false} end
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('DEL', KEYS[3], KEYS[1])
 return {0, false}
+"
+);
+
+script!(
+    ACCEPT_TOKEN_STEP,
+    "KEYS: lock, token steps, failures. ARGV: now, token, padded step → as ACCEPT_STEP.",
+    r"
+local lock = redis.call('GET', KEYS[1])
+if lock and tonumber(lock) > tonumber(ARGV[1]) then return {2, lock} end
+local last = redis.call('HGET', KEYS[2], ARGV[2])
+if last and last >= ARGV[3] then return {1, false} end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('DEL', KEYS[3], KEYS[1])
+return {0, false}
+"
+);
+
+script!(
+    POOL_ADD,
+    "KEYS: pool, assigned. ARGV: serial, JSON, user ('' for none) → 1 added, 0 the serial exists.",
+    r"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], ARGV[3]) end
+return 1
+"
+);
+
+script!(
+    POOL_GET,
+    "KEYS: pool, assigned. ARGV: serial → {JSON, user}.",
+    r"
+return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('HGET', KEYS[2], ARGV[1])}
+"
+);
+
+script!(
+    POOL_LIST,
+    "KEYS: pool, assigned → {{serial, JSON, …}, {serial, user, …}}.",
+    r"
+return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
+"
+);
+
+script!(
+    POOL_CLAIM,
+    "KEYS: pool, assigned. ARGV: serial, user → {0, nil} unknown, {1, JSON} claimed, {2, user} assigned.",
+    r"
+local json = redis.call('HGET', KEYS[1], ARGV[1])
+if not json then return {0, false} end
+local owner = redis.call('HGET', KEYS[2], ARGV[1])
+if owner then return {2, owner} end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return {1, json}
+"
+);
+
+script!(
+    POOL_RELEASE,
+    "KEYS: assigned. ARGV: serial, user → 1 released, 0 not assigned to that user.",
+    r"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
+"
+);
+
+script!(
+    POOL_REMOVE,
+    "KEYS: pool, assigned. ARGV: serial → 1 removed, 0 absent.",
+    r"
+redis.call('HDEL', KEYS[2], ARGV[1])
+return redis.call('HDEL', KEYS[1], ARGV[1])
 "
 );
 
@@ -744,6 +818,13 @@ impl RedisStore {
             &*LOAD,
             &*SAVE_ACCOUNT,
             &*ACCEPT_STEP,
+            &*ACCEPT_TOKEN_STEP,
+            &*POOL_ADD,
+            &*POOL_GET,
+            &*POOL_LIST,
+            &*POOL_CLAIM,
+            &*POOL_RELEASE,
+            &*POOL_REMOVE,
             &*RECORD_FAILURE,
             &*CONSUME_CODE,
             &*CHECK_CODE,
@@ -839,6 +920,24 @@ impl super::conformance::CorruptTrusted for RedisStore {
     }
 }
 
+#[cfg(any(test, feature = "conformance"))]
+impl super::conformance::WriteRawAccount for RedisStore {
+    async fn write_raw_account(&self, user: &UserName, version: u64, json: &str) {
+        let written: Result<i64, StoreError> = self
+            .query(
+                "raw account",
+                cmd("HSET")
+                    .arg(self.key(user, keys::ACCOUNT))
+                    .arg("version")
+                    .arg(version)
+                    .arg("json")
+                    .arg(json),
+            )
+            .await;
+        assert!(written.is_ok(), "writing the raw account: {written:?}");
+    }
+}
+
 /// Reads CHECK_CODE's answer.
 fn check_code_answer(answer: ::redis::Value) -> Result<CodeOutcome, StoreError> {
     use ::redis::Value;
@@ -885,6 +984,29 @@ fn ttl_until(now: Timestamp, at: Timestamp) -> Option<u64> {
     }
 }
 
+/// Reads ACCEPT_STEP's (and ACCEPT_TOKEN_STEP's) answer.
+fn step_answer((code, until): (i64, Option<String>)) -> Result<StepOutcome, StoreError> {
+    match (code, until) {
+        (0, _) => Ok(StepOutcome::Accepted),
+        (1, _) => Ok(StepOutcome::Replay),
+        (2, Some(u)) => Ok(StepOutcome::Locked(Timestamp(parse_u64("lock", &u)?))),
+        _ => Err(StoreError::Corrupt(
+            "accept TOTP step: unexpected answer".into(),
+        )),
+    }
+}
+
+/// A pool entry from its JSON and its assignment.
+fn pool_entry(json: &[u8], user: Option<String>) -> Result<PoolEntry, StoreError> {
+    Ok(PoolEntry {
+        token: from_json("pool token", json)?,
+        assigned_to: user
+            .map(|u| UserName::parse(&u))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("pool assignment: {e}")))?,
+    })
+}
+
 fn parse_u64(what: &str, text: &str) -> Result<u64, StoreError> {
     text.trim()
         .parse()
@@ -908,15 +1030,18 @@ impl StoreBackend for RedisStore {
         inv.key(self.key(user, keys::ACCOUNT))
             .key(self.key(user, keys::FAILURES))
             .key(self.key(user, keys::LOCK))
-            .key(self.key(user, keys::TOTP_STEP));
+            .key(self.key(user, keys::TOTP_STEP))
+            .key(self.key(user, keys::TOKEN_STEPS));
         type Row = (
             Option<String>,
             Option<Vec<u8>>,
             Option<String>,
             Option<String>,
             Option<String>,
+            Vec<(String, String)>,
         );
-        let (version, json, failures, lock, step): Row = self.script("load", &inv).await?;
+        let (version, json, failures, lock, step, token_steps): Row =
+            self.script("load", &inv).await?;
         let account = match (version, json) {
             (Some(v), Some(j)) => {
                 let mut account: Account = from_json("account", &j)?;
@@ -935,11 +1060,16 @@ impl StoreBackend for RedisStore {
             None => None,
         };
         let last_totp_step = step.map(|s| parse_u64("last TOTP step", &s)).transpose()?;
+        let token_steps = token_steps
+            .into_iter()
+            .map(|(name, s)| Ok((name, parse_u64("last token step", &s)?)))
+            .collect::<Result<_, StoreError>>()?;
         Ok(UserRecord {
             account,
             failures,
             locked_until,
             last_totp_step,
+            token_steps,
         })
     }
 
@@ -976,15 +1106,100 @@ impl StoreBackend for RedisStore {
             .key(self.key(user, keys::FAILURES))
             .arg(now.0)
             .arg(padded_step(step));
-        let (code, until): (i64, Option<String>) = self.script("accept TOTP step", &inv).await?;
-        match (code, until) {
-            (0, _) => Ok(StepOutcome::Accepted),
-            (1, _) => Ok(StepOutcome::Replay),
-            (2, Some(u)) => Ok(StepOutcome::Locked(Timestamp(parse_u64("lock", &u)?))),
-            _ => Err(StoreError::Corrupt(
-                "accept TOTP step: unexpected answer".into(),
+        step_answer(self.script("accept TOTP step", &inv).await?)
+    }
+
+    async fn accept_token_step(
+        &self,
+        user: &UserName,
+        token: &str,
+        step: u64,
+        now: Timestamp,
+    ) -> Result<StepOutcome, StoreError> {
+        let mut inv = ACCEPT_TOKEN_STEP.prepare_invoke();
+        inv.key(self.key(user, keys::LOCK))
+            .key(self.key(user, keys::TOKEN_STEPS))
+            .key(self.key(user, keys::FAILURES))
+            .arg(now.0)
+            .arg(token)
+            .arg(padded_step(step));
+        step_answer(self.script("accept token step", &inv).await?)
+    }
+
+    async fn pool_add(
+        &self,
+        token: &Token,
+        serial: &str,
+        assigned_to: Option<&UserName>,
+    ) -> Result<bool, StoreError> {
+        let mut inv = POOL_ADD.prepare_invoke();
+        inv.key(keys::pool_key(&self.prefix))
+            .key(keys::pool_assigned_key(&self.prefix))
+            .arg(serial)
+            .arg(to_json("pool token", token)?)
+            .arg(assigned_to.map_or("", UserName::as_str));
+        let added: i64 = self.script("pool add", &inv).await?;
+        Ok(added == 1)
+    }
+
+    async fn pool_get(&self, serial: &str) -> Result<Option<PoolEntry>, StoreError> {
+        let mut inv = POOL_GET.prepare_invoke();
+        inv.key(keys::pool_key(&self.prefix))
+            .key(keys::pool_assigned_key(&self.prefix))
+            .arg(serial);
+        let (json, user): (Option<Vec<u8>>, Option<String>) = self.script("pool get", &inv).await?;
+        json.map(|j| pool_entry(&j, user)).transpose()
+    }
+
+    async fn pool_list(&self) -> Result<Vec<PoolEntry>, StoreError> {
+        let mut inv = POOL_LIST.prepare_invoke();
+        inv.key(keys::pool_key(&self.prefix))
+            .key(keys::pool_assigned_key(&self.prefix));
+        type Rows = (Vec<(String, Vec<u8>)>, Vec<(String, String)>);
+        let (tokens, assigned): Rows = self.script("pool list", &inv).await?;
+        let assigned: std::collections::HashMap<String, String> = assigned.into_iter().collect();
+        let mut out = tokens
+            .into_iter()
+            .map(|(serial, json)| pool_entry(&json, assigned.get(&serial).cloned()))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.sort_by(|a, b| a.token.serial.cmp(&b.token.serial));
+        Ok(out)
+    }
+
+    async fn pool_claim(&self, serial: &str, user: &UserName) -> Result<Claim, StoreError> {
+        let mut inv = POOL_CLAIM.prepare_invoke();
+        inv.key(keys::pool_key(&self.prefix))
+            .key(keys::pool_assigned_key(&self.prefix))
+            .arg(serial)
+            .arg(user.as_str());
+        let (code, value): (i64, Option<Vec<u8>>) = self.script("pool claim", &inv).await?;
+        match (code, value) {
+            (0, _) => Ok(Claim::Unknown),
+            (1, Some(json)) => Ok(Claim::Claimed(from_json("pool token", &json)?)),
+            (2, Some(owner)) => Ok(Claim::AssignedTo(
+                UserName::parse(&String::from_utf8_lossy(&owner))
+                    .map_err(|e| StoreError::Corrupt(format!("pool assignment: {e}")))?,
             )),
+            _ => Err(StoreError::Corrupt("pool claim: unexpected answer".into())),
         }
+    }
+
+    async fn pool_release(&self, serial: &str, user: &UserName) -> Result<bool, StoreError> {
+        let mut inv = POOL_RELEASE.prepare_invoke();
+        inv.key(keys::pool_assigned_key(&self.prefix))
+            .arg(serial)
+            .arg(user.as_str());
+        let released: i64 = self.script("pool release", &inv).await?;
+        Ok(released == 1)
+    }
+
+    async fn pool_remove(&self, serial: &str) -> Result<bool, StoreError> {
+        let mut inv = POOL_REMOVE.prepare_invoke();
+        inv.key(keys::pool_key(&self.prefix))
+            .key(keys::pool_assigned_key(&self.prefix))
+            .arg(serial);
+        let removed: i64 = self.script("pool remove", &inv).await?;
+        Ok(removed == 1)
     }
 
     async fn record_failure(
@@ -1091,7 +1306,9 @@ impl StoreBackend for RedisStore {
         let _: i64 = self
             .query(
                 "forget TOTP step",
-                cmd("DEL").arg(self.key(user, keys::TOTP_STEP)),
+                cmd("DEL")
+                    .arg(self.key(user, keys::TOTP_STEP))
+                    .arg(self.key(user, keys::TOKEN_STEPS)),
             )
             .await?;
         Ok(())

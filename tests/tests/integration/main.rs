@@ -24,4 +24,5 @@ mod radius;
 mod radius_strict;
 mod ssh;
 mod store;
+mod tokens;
 mod wifi;

@@ -35,6 +35,7 @@ async fn conformance_on_redis() {
     let store = connect(&redis, "otpgate:").await;
     conformance::run_all(&store, "redis").await;
     conformance::corrupt_trusted_records(&store, "redis").await;
+    conformance::old_account_records(&store, "redis").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
