@@ -130,6 +130,9 @@ async fn user(core: &Core, command: Command, ctx: &RequestContext) -> Result<Rep
                 out += &format!("app enrolled at:      {t}\n");
             }
             out += &format!("trusted devices:      {}", status.trusted_devices);
+            for place in &status.policy {
+                out += &format!("\nsecond factor:        {}", place.describe());
+            }
             Reply::one(to_json(&status)?, out)
         }
         Command::UserEnroll { user } => {

@@ -9,6 +9,7 @@
 //!   replay and counter operations.
 //! - [`otp`]: TOTP and code generation, pure.
 //! - [`secret`]: sealing TOTP secrets, keyed hashes of codes and devices.
+//! - [`policy`]: `[[policy]]` rules by group: who needs a second factor, where.
 //! - [`qr`]: QR codes for enrollment (terminal, PNG, SVG).
 //! - [`mail`]: SMTP and the texts mailed.
 //! - [`audit`]: the audit trail.
@@ -31,6 +32,7 @@ pub mod directory;
 pub mod error;
 pub mod mail;
 pub mod otp;
+pub mod policy;
 pub mod qr;
 pub mod random;
 pub mod secret;

@@ -155,7 +155,10 @@ fn need_code() -> Result<Outcome, BackendError> {
 }
 
 fn accepted() -> Result<Outcome, BackendError> {
-    Ok(Outcome::LetIn { how: "totp".into() })
+    Ok(Outcome::LetIn {
+        how: "totp".into(),
+        notice: None,
+    })
 }
 
 fn denied() -> Result<Outcome, BackendError> {
@@ -262,6 +265,7 @@ fn try_first_pass_prompts_only_without_an_earlier_password() {
             None,
             Ok(Outcome::LetIn {
                 how: "trusted-device".into(),
+                notice: None,
             }),
         )],
     );
@@ -453,6 +457,7 @@ fn remember_passes_a_plausible_remote_host_only() {
     let trusted = || {
         Ok(Outcome::LetIn {
             how: "trusted-device".into(),
+            notice: None,
         })
     };
     let code = run(
