@@ -263,6 +263,15 @@ fn pam_applies_the_policy_and_enrolls_at_the_first_ssh_login() {
     let smtp = SmtpSink::start().unwrap();
     let config = pam_direct_config(&slapd, &redis, &smtp);
     let c = config.path();
+    // The policy as status shows it (and the CLI is ready before a step is counted).
+    let alice = json(&otpgate(c, &["user", "status", "alice", "--json"]));
+    assert!(
+        alice["policy"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!({"door": "pam", "second_factor": "exempt"})),
+        "{alice}"
+    );
     let base = current_step();
     enroll(c, "alice", base);
 
