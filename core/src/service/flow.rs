@@ -6,9 +6,10 @@
 //!                   · Password: one bind      · locked? refuse        (one atomic
 //!                   · PasswordWithCode:       · trusted device?         store step,
 //!                     split decided first       accept                  lock checked
-//!                     (which tail is a valid  · no factor? the door's   in it)
-//!                     unused code), then        policy: admit/refuse
-//!                     one bind                · else ask for a code ─► NeedCode
+//!                     (which tail is a valid  · policy: exempt? accept   in it)
+//!                     unused code), then      · no factor? by policy:
+//!                     one bind                  admit/notice/enroll/refuse
+//!                                             · else ask for a code ─► NeedCode
 //!                   · Vouched: a lookup                                 (PendingLogin)
 //!                                                   ▲
 //!  PendingLogin + Answer ─► lookup (before anything is consumed) ─┘  continue_login
