@@ -10,6 +10,8 @@
 //! - [`load`]: [`load::run`], the generator: one UDP socket per request in flight,
 //!   requests built and replies checked with the project's RADIUS codec.
 //! - [`stats`]: latencies and outcomes of one run, and their summary.
+//! - [`procs`]: CPU time per process from `/proc/<pid>/stat` before and after a run,
+//!   and resident memory.
 //! - [`setup`]: the environment (the harness's slapd with bulk users, Redis and
 //!   `otpgate serve`) and the enrollment of every user through the core.
 //!
@@ -23,5 +25,6 @@
 
 pub mod load;
 pub mod logins;
+pub mod procs;
 pub mod setup;
 pub mod stats;

@@ -31,8 +31,12 @@ use crate::stats::{Outcome, Stats};
 pub struct Target {
     /// Its RADIUS address.
     pub addr: SocketAddr,
-    /// The shared secret of the client entry for 127.0.0.1.
+    /// The shared secret of the client entry for `source`.
     pub secret: Secret,
+    /// The loopback address requests come from: the server picks the client entry by
+    /// it (127.0.0.1: password and code; 127.0.0.2: a client that checks the password
+    /// itself and sends the code alone).
+    pub source: Ipv4Addr,
 }
 
 /// How to load it.
@@ -46,6 +50,8 @@ pub struct RunOptions {
     pub timeout: Duration,
     /// The TOTP step length, to know which steps are current.
     pub period: u64,
+    /// Send the code alone as User-Password (an OTP-only client), not password + code.
+    pub code_only: bool,
 }
 
 /// The result of one run.
@@ -76,7 +82,7 @@ pub async fn run(
     let exhausted = Arc::new(AtomicBool::new(false));
     let mut workers = JoinSet::new();
     for _ in 0..options.in_flight.max(1) {
-        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let socket = UdpSocket::bind((target.source, 0)).await?;
         socket.connect(target.addr).await?;
         let worker = Worker {
             socket,
@@ -119,7 +125,12 @@ impl Worker {
                 let current_step_only = logins.is_current_step();
                 logins.next(now_step).and_then(|login| {
                     let name = logins.users().get(login.user)?.name.clone();
-                    Some((name, login.user_password, login.step, current_step_only))
+                    let password = if self.options.code_only {
+                        login.code
+                    } else {
+                        login.user_password
+                    };
+                    Some((name, password, login.step, current_step_only))
                 })
             };
             let Some((name, user_password, step, current_step_only)) = next else {

@@ -30,6 +30,8 @@ pub struct Login {
     pub step: u64,
     /// `password` followed by the code (append mode).
     pub user_password: String,
+    /// The code alone (a client that checked the password itself).
+    pub code: String,
 }
 
 /// The round-robin schedule of fresh (user, step) pairs.
@@ -105,6 +107,7 @@ impl Logins {
             user,
             step,
             user_password: format!("{}{code}", u.password),
+            code,
         })
     }
 
@@ -173,6 +176,8 @@ mod tests {
         assert_eq!(login.step, 100);
         assert!(login.user_password.starts_with("user0000-pw"));
         assert_eq!(login.user_password.len(), "user0000-pw".len() + 6);
+        assert!(login.user_password.ends_with(&login.code));
+        assert_eq!(login.code.len(), 6);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!
 //! Starts slapd (bulk users), Redis and `otpgate serve` from the test harness, enrolls
 //! every user, then runs the load at each in-flight level in turn and prints one line
-//! per level. Exits 1 when any request was not an Access-Accept.
+//! per level, with the CPU time each server process spent per login. Exits 1 when any
+//! request was not an Access-Accept.
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,9 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use otpgate_bench::load::{self, RunOptions, Target};
 use otpgate_bench::logins::Logins;
+use otpgate_bench::procs::{
+    CpuSample, Watched, redis_commands, redis_commands_per_request, resident_kib,
+};
 use otpgate_bench::setup;
 use otpgate_core::clock::{Clock, SystemClock};
 use otpgate_core::otp::totp;
@@ -54,9 +58,18 @@ struct RadiusArgs {
     /// How long a request waits for its reply before it counts as a timeout.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     timeout: Duration,
-    /// The server's `[totp] skew_steps` (at most 10).
+    /// The server's `[totp] skew_steps` (at most 10). The product's default is 1; a
+    /// run of R req/s for T s needs about R·T / (2·skew_steps + T/30) users.
     #[arg(long, default_value_t = 10)]
     skew_steps: u32,
+    /// otpgate's `[directory] cache_for` (default: the product's default).
+    #[arg(long)]
+    cache_for: Option<String>,
+    /// In-flight levels of the OTP-only run against otpgate (a
+    /// `password_checked_by_client` client: the code alone, no user bind); `0` for
+    /// none.
+    #[arg(long, value_delimiter = ',', default_value = "64")]
+    otp_only_in_flight: Vec<usize>,
     /// Enrollments in parallel during setup.
     #[arg(long, default_value_t = 16)]
     enroll_concurrency: usize,
@@ -138,18 +151,56 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     Ok(all_accepted)
 }
 
+/// What each run measures besides the requests: the servers' processes, and Redis's
+/// commands when there is a Redis.
+struct Measured {
+    processes: Vec<Watched>,
+    redis_port: Option<u16>,
+}
+
+/// The process ids of the harness's servers.
+fn pid_of(name: &'static str, pid: Option<u32>) -> anyhow::Result<Watched> {
+    let pid = pid.with_context(|| format!("{name} is not running"))?;
+    Ok(Watched { name, pid })
+}
+
+/// `VmRSS` (and `VmHWM`) of a process, for the report.
+fn rss(pid: u32) -> String {
+    match resident_kib(pid) {
+        Ok((now, peak)) => format!(
+            "{:.1} MiB (peak {:.1} MiB)",
+            now as f64 / 1024.0,
+            peak as f64 / 1024.0
+        ),
+        Err(e) => format!("unknown ({e})"),
+    }
+}
+
 /// `otpgate serve` on slapd and Redis, with every user enrolled through the core.
 async fn run_otpgate(args: &RadiusArgs) -> anyhow::Result<bool> {
     println!("== otpgate serve (append mode, replay protection, lockout, audit)");
     let started = std::time::Instant::now();
     // Blocking here is harmless: nothing else runs on this thread yet.
-    let env = setup::start(args.users, args.skew_steps)
+    let env = setup::start(args.users, args.skew_steps, args.cache_for.as_deref())
         .context("starting slapd, Redis and otpgate serve")?;
+    let server_pid = env.server.pid();
     println!(
-        "servers up in {:.1} s: otpgate serve at {}",
+        "servers up in {:.1} s: otpgate serve at {}; idle otpgate serve: {}",
         started.elapsed().as_secs_f64(),
-        env.server.radius_addr()
+        env.server.radius_addr(),
+        rss(server_pid)
     );
+    let measured = Measured {
+        processes: vec![
+            Watched {
+                name: "otpgate",
+                pid: server_pid,
+            },
+            pid_of("slapd", env.slapd.pid())?,
+            pid_of("redis", env.redis.pid())?,
+        ],
+        redis_port: Some(env.redis.port()),
+    };
 
     let started = std::time::Instant::now();
     let users = setup::enroll(
@@ -166,14 +217,59 @@ async fn run_otpgate(args: &RadiusArgs) -> anyhow::Result<bool> {
         started.elapsed().as_secs_f64()
     );
 
-    let logins = Logins::new(users, env.params);
+    let logins = Arc::new(Mutex::new(Logins::new(users, env.params)));
     let now_step = totp::step_at(SystemClock.now(), env.params.period);
-    println!("fresh logins available now: {}", logins.capacity(now_step));
+    println!(
+        "fresh logins available now: {}",
+        lock(&logins).capacity(now_step)
+    );
     let target = Target {
         addr: env.server.radius_addr(),
         secret: bench_secret()?,
+        source: std::net::Ipv4Addr::LOCALHOST,
     };
-    run_levels(args, target, logins, env.params.period).await
+    let mut accepted = run_levels(
+        args,
+        target,
+        Arc::clone(&logins),
+        env.params.period,
+        &measured,
+        &args.in_flight,
+        false,
+    )
+    .await?;
+    let otp_only: Vec<usize> = args
+        .otp_only_in_flight
+        .iter()
+        .copied()
+        .filter(|&n| n > 0)
+        .collect();
+    if !otp_only.is_empty() {
+        println!("-- OTP-only client (password_checked_by_client: the code alone, no user bind)");
+        let target = Target {
+            addr: env.server.radius_addr(),
+            secret: bench_secret()?,
+            source: setup::OTP_ONLY_SOURCE,
+        };
+        accepted &= run_levels(
+            args,
+            target,
+            logins,
+            env.params.period,
+            &measured,
+            &otp_only,
+            true,
+        )
+        .await?;
+    }
+    println!("otpgate serve after the runs: {}", rss(server_pid));
+    Ok(accepted)
+}
+
+fn lock(logins: &Mutex<Logins>) -> std::sync::MutexGuard<'_, Logins> {
+    logins
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The FreeRADIUS baseline (rlm_ldap + rlm_totp) on a slapd of its own.
@@ -183,10 +279,22 @@ async fn run_freeradius(args: &RadiusArgs) -> anyhow::Result<bool> {
     let mut env =
         setup::start_baseline(args.users).context("starting slapd and the FreeRADIUS baseline")?;
     println!(
-        "servers up in {:.1} s: freeradius at {}",
+        "servers up in {:.1} s: freeradius at {}; idle freeradius: {}",
         started.elapsed().as_secs_f64(),
-        env.server.addr()
+        env.server.addr(),
+        rss(env.server.pid())
     );
+    println!("tuning: {}", otpgate_tests::baseline::TUNING);
+    let measured = Measured {
+        processes: vec![
+            Watched {
+                name: "freeradius",
+                pid: env.server.pid(),
+            },
+            pid_of("slapd", env.slapd.pid())?,
+        ],
+        redis_port: None,
+    };
     let params = otpgate_core::otp::totp::TotpParams {
         digits: 6,
         period: 30,
@@ -197,11 +305,22 @@ async fn run_freeradius(args: &RadiusArgs) -> anyhow::Result<bool> {
     let target = Target {
         addr: env.server.addr(),
         secret: bench_secret()?,
+        source: std::net::Ipv4Addr::LOCALHOST,
     };
-    let accepted = run_levels(args, target, logins, params.period).await;
+    let accepted = run_levels(
+        args,
+        target,
+        Arc::new(Mutex::new(logins)),
+        params.period,
+        &measured,
+        &args.in_flight,
+        false,
+    )
+    .await;
     if !matches!(accepted, Ok(true)) {
         println!("freeradius log:\n{}", env.server.log_tail());
     }
+    println!("freeradius after the runs: {}", rss(env.server.pid()));
     accepted
 }
 
@@ -211,23 +330,28 @@ fn bench_secret() -> anyhow::Result<Secret> {
 }
 
 /// The warm-up, then one run per in-flight level; whether every request was
-/// accepted (stale rejects aside) and the schedule never ran dry.
+/// accepted (stale rejects aside) and the schedule never ran dry. Each level's line
+/// has the CPU each of `watched` spent per accepted request (and the generator's own).
 async fn run_levels(
     args: &RadiusArgs,
     target: Target,
-    logins: Logins,
+    logins: Arc<Mutex<Logins>>,
     period: u64,
+    measured: &Measured,
+    levels: &[usize],
+    code_only: bool,
 ) -> anyhow::Result<bool> {
-    let logins = Arc::new(Mutex::new(logins));
+    let (watched, redis_port) = (measured.processes.as_slice(), measured.redis_port);
     let target = Arc::new(target);
     let options = |in_flight, duration| RunOptions {
         in_flight,
         duration,
         timeout: args.timeout,
         period,
+        code_only,
     };
     if !args.warmup.is_zero() {
-        let first = args.in_flight.first().copied().unwrap_or(1);
+        let first = levels.first().copied().unwrap_or(1);
         let mut warm = load::run(
             Arc::clone(&target),
             Arc::clone(&logins),
@@ -237,20 +361,42 @@ async fn run_levels(
         println!("warm-up     {}", warm.stats.summary(warm.elapsed));
     }
 
+    let generator = [Watched {
+        name: "generator",
+        pid: std::process::id(),
+    }];
     let mut all_accepted = true;
-    for &in_flight in &args.in_flight {
+    for &in_flight in levels {
         let load_before = load_average();
+        let before = CpuSample::take(watched)?;
+        let generator_before = CpuSample::take(&generator)?;
+        let redis_before = redis_port.map(redis_commands).transpose()?;
         let mut result = load::run(
             Arc::clone(&target),
             Arc::clone(&logins),
             options(in_flight, args.duration),
         )
         .await?;
+        let spent = CpuSample::take(watched)?.since(&before);
+        let generator_spent = CpuSample::take(&generator)?.since(&generator_before);
+        let redis_after = redis_port.map(redis_commands).transpose()?;
         all_accepted &= result.stats.all_accepted();
+        let accepts = result.stats.accepts;
         println!(
             "in-flight {in_flight:>3} {}  (load average {load_before} before)",
             result.stats.summary(result.elapsed)
         );
+        println!(
+            "              {} (generator {:.0}, not counted)",
+            spent.per_request(accepts),
+            generator_spent.per_request(accepts).total()
+        );
+        if let (Some(before), Some(after)) = (&redis_before, &redis_after) {
+            println!(
+                "              redis commands/login: {}",
+                redis_commands_per_request(before, after, accepts)
+            );
+        }
         if result.exhausted {
             all_accepted = false;
             println!(

@@ -19,7 +19,7 @@ use otpgate_core::user::UserName;
 use otpgate_tests::users::{bulk_password, bulk_uid};
 use otpgate_tests::{
     ConfigBuilder, FreeRadiusBaseline, HarnessError, OtpgateServe, Redis, Slapd, SlapdOptions,
-    TestConfig, radius_section, write_radius_secret,
+    TestConfig, radius_section, toml_string, write_radius_secret,
 };
 
 use crate::logins::BenchUser;
@@ -71,19 +71,43 @@ pub struct Environment {
     pub params: TotpParams,
 }
 
+/// The source address of the OTP-only client (`password_checked_by_client`): requests
+/// from it carry the code alone.
+pub const OTP_ONLY_SOURCE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 2);
+
+/// A second client entry: `127.0.0.2`, same secret, the password checked by the client
+/// (a PAM host's case), so a request carries the code alone and makes no user bind.
+fn otp_only_client() -> String {
+    format!(
+        "\n[[radius.clients]]\nname = \"otp-only\"\naddress = \"{OTP_ONLY_SOURCE}/32\"\n\
+         secret_file = \"radius.secret\"\npassword_checked_by_client = true\n"
+    )
+}
+
 /// Starts slapd with `users` bulk users, Redis and `otpgate serve` (append mode, no
-/// reject delay, `skew_steps` as given).
+/// reject delay, `skew_steps` as given, `[directory] cache_for` as given or the
+/// product's default), with a second, OTP-only client for [`OTP_ONLY_SOURCE`].
 ///
 /// # Errors
 ///
 /// [`SetupError::Harness`] when a server does not start.
-pub fn start(users: usize, skew_steps: u32) -> Result<Environment, SetupError> {
+pub fn start(
+    users: usize,
+    skew_steps: u32,
+    cache_for: Option<&str>,
+) -> Result<Environment, SetupError> {
     let slapd = Slapd::start_with_bulk_users(users)?;
     let redis = Redis::start()?;
-    let config = ConfigBuilder::new(&slapd)
-        .redis(&redis)
-        .set("totp", "skew_steps", &skew_steps.to_string())
+    let mut config =
+        ConfigBuilder::new(&slapd)
+            .redis(&redis)
+            .set("totp", "skew_steps", &skew_steps.to_string());
+    if let Some(cache_for) = cache_for {
+        config = config.set("directory", "cache_for", &toml_string(cache_for));
+    }
+    let config = config
         .extra(&radius_section("append", "0s"))
+        .extra(&otp_only_client())
         .write()?;
     write_radius_secret(config.dir(), SECRET)?;
     let server = OtpgateServe::start(config.path())?;

@@ -96,7 +96,8 @@ fn prepare(
 /// Opens the core with mail printed to the terminal.
 async fn open(config: &otpgate_config::Config) -> Result<Core, Failure> {
     let sections = config.require_core()?;
-    let directory = Directory::open(sections.directory)
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let directory = Directory::open(sections.directory, Arc::clone(&clock))
         .await
         .map_err(|e| Failure::Refused(e.to_string()))?;
     let store = Store::open(sections.store)
@@ -110,7 +111,7 @@ async fn open(config: &otpgate_config::Config) -> Result<Core, Failure> {
         keys: Keys::derive(sections.master_key.expose())?,
         mailer: Mailer::Terminal,
         audit: AuditLog::new(&config.audit),
-        clock: Arc::new(SystemClock),
+        clock,
         random: Arc::new(OsRandom),
     }))
 }

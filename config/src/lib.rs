@@ -153,6 +153,10 @@ pub struct LdapConfig {
     pub timeout: Duration,
     /// Service-account connections kept open for searches.
     pub pool_size: usize,
+    /// How long a user's search result (DN, activation, groups, mail, display name) is
+    /// reused before the directory is searched again; zero turns the cache off. The
+    /// password bind always goes to the directory. Whole seconds.
+    pub cache_for: Duration,
 }
 
 /// Where second-factor state lives.

@@ -56,6 +56,7 @@ pub struct RawDirectory {
     pub tls_ca_file: Option<PathBuf>,
     pub timeout: Option<String>,
     pub pool_size: Option<usize>,
+    pub cache_for: Option<String>,
     // kind = "file"
     pub path: Option<PathBuf>,
 }

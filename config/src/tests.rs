@@ -414,3 +414,37 @@ fn policy_rules_parse_in_order_and_name_their_errors() {
         assert!(err.to_string().contains(message), "{rule}: {err}");
     }
 }
+
+#[test]
+fn directory_cache_for_defaults_to_a_minute_and_zero_turns_it_off() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "ldap.secret", b"pw", 0o600);
+    let ldap = |extra: &str| {
+        let text = format!(
+            "[directory]\nkind = \"ldap\"\nurls = [\"ldap://127.0.0.1\"]\nbase_dn = \"dc=x\"\n\
+             bind_dn = \"cn=s,dc=x\"\nbind_password_file = \"ldap.secret\"\n{extra}"
+        );
+        parse(dir.path(), &text)
+    };
+    let cache_for = |extra: &str| match ldap(extra).unwrap().directory {
+        Some(DirectoryConfig::Ldap(l)) => l.cache_for,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(cache_for("").as_secs(), 60);
+    assert_eq!(cache_for("cache_for = \"0s\"\n").as_secs(), 0);
+    assert_eq!(cache_for("cache_for = \"5m\"\n").as_secs(), 300);
+    for bad in ["\"1500ms\"", "\"2d\"", "\"10\""] {
+        let err = ldap(&format!("cache_for = {bad}\n")).unwrap_err();
+        assert_eq!(
+            err.key.as_deref(),
+            Some("directory.cache_for"),
+            "{bad}: {err}"
+        );
+    }
+    let err = parse(
+        dir.path(),
+        "[directory]\nkind = \"file\"\npath = \"u.toml\"\ncache_for = \"1m\"\n",
+    )
+    .unwrap_err();
+    assert!(err.message.contains("only `path`"), "{err}");
+}

@@ -15,6 +15,13 @@ const DEFAULT_GROUPS_ATTRIBUTE: &str = "memberOf";
 const DEFAULT_MAIL_ATTRIBUTE: &str = "mail";
 const DEFAULT_LDAP_TIMEOUT: &str = "3s";
 const DEFAULT_LDAP_POOL: usize = 4;
+/// A minute: a deactivation or a group change reaches logins within a minute (the
+/// password, a password-policy lock and a deleted entry take effect at once, as the
+/// bind is never cached), while bursts of logins by one user (VPN reconnects, PAM
+/// hosts, a NAS retrying) cost one search instead of one each.
+const DEFAULT_LDAP_CACHE_FOR: &str = "60s";
+/// Beyond a day, a deactivation would wait too long to reach logins.
+const MAX_LDAP_CACHE_FOR: Duration = Duration::from_secs(86_400);
 const DEFAULT_KEY_PREFIX: &str = "otpgate:";
 const DEFAULT_STORE_TIMEOUT: &str = "2s";
 const DEFAULT_ISSUER: &str = "otpgate";
@@ -374,6 +381,16 @@ fn directory(cx: &Ctx<'_>, d: raw::RawDirectory) -> Result<DirectoryConfig, Conf
             if pool_size == 0 || pool_size > 256 {
                 return Err(cx.err(S, None, Some("pool_size"), "must be between 1 and 256"));
             }
+            let cache_for =
+                cx.duration(S, "cache_for", d.cache_for.as_ref(), DEFAULT_LDAP_CACHE_FOR)?;
+            if cache_for.subsec_nanos() != 0 || cache_for > MAX_LDAP_CACHE_FOR {
+                return Err(cx.err(
+                    S,
+                    None,
+                    Some("cache_for"),
+                    "must be whole seconds, at most \"1d\" (\"0s\" turns the cache off)",
+                ));
+            }
             Ok(DirectoryConfig::Ldap(Box::new(LdapConfig {
                 urls: d.urls,
                 base_dn: cx.required(S, "base_dn", d.base_dn)?,
@@ -391,10 +408,11 @@ fn directory(cx: &Ctx<'_>, d: raw::RawDirectory) -> Result<DirectoryConfig, Conf
                 tls_ca_file: d.tls_ca_file.map(|p| cx.path(&p)),
                 timeout: cx.duration(S, "timeout", d.timeout.as_ref(), DEFAULT_LDAP_TIMEOUT)?,
                 pool_size,
+                cache_for,
             })))
         }
         "file" => {
-            if !d.urls.is_empty() || d.bind_dn.is_some() {
+            if !d.urls.is_empty() || d.bind_dn.is_some() || d.cache_for.is_some() {
                 return Err(cx.err(
                     S,
                     None,

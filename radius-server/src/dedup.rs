@@ -13,8 +13,13 @@
 //!   the store's atomic single-use checks make that safe.
 //!
 //! Entries are only made for datagrams that passed verification (the client's
-//! secret), so only configured clients can fill the cache, and it is bounded: when it
-//! is full, new requests are dropped (fail closed) and counted.
+//! secret), so only configured clients can fill the cache, and it is bounded. When it
+//! is full, the oldest answered request makes room if its reply has been kept for
+//! at least a third of the TTL (10 s by default: a NAS retransmits after 3–5 s, a few
+//! times); a retransmission of such an evicted request is evaluated afresh, which the
+//! store's single-use checks make safe (it is refused, never accepted twice). Only
+//! when no answered reply is that old are new requests dropped (fail closed) and
+//! counted. The default capacity so covers a sustained 26,000 requests per second.
 //!
 //! Time is passed in (`Instant`s), so the expiry is tested without waiting.
 
@@ -83,6 +88,8 @@ struct Inner {
 pub struct DedupCache {
     inner: Mutex<Inner>,
     ttl: Duration,
+    /// How long a reply is kept before it may make room for a new request.
+    keep_at_least: Duration,
     capacity: usize,
 }
 
@@ -92,6 +99,7 @@ impl DedupCache {
         Arc::new(Self {
             inner: Mutex::new(Inner::default()),
             ttl,
+            keep_at_least: ttl / 3,
             capacity: capacity.max(1),
         })
     }
@@ -117,8 +125,12 @@ impl DedupCache {
             }) => return Begin::InProgress,
             None => {}
         }
+        let mut made_room = false;
         if inner.map.len() >= self.capacity {
-            return Begin::Full;
+            if !inner.evict_oldest_answered(now, self.ttl.saturating_sub(self.keep_at_least)) {
+                return Begin::Full;
+            }
+            made_room = true;
         }
         let expires = now + self.ttl;
         inner.map.insert(
@@ -133,6 +145,7 @@ impl DedupCache {
             cache: Arc::clone(self),
             key,
             open: true,
+            made_room,
         })
     }
 
@@ -193,6 +206,29 @@ impl Inner {
         self.order.push_back((expires, key));
     }
 
+    /// Removes the entry that expires first if it is answered and expires within
+    /// `within` of `now` (its reply is old enough); stale expiry elements in front of
+    /// it are dropped on the way. Whether an entry was removed.
+    fn evict_oldest_answered(&mut self, now: Instant, within: Duration) -> bool {
+        while let Some(&(at, key)) = self.order.front() {
+            let Some(entry) = self.map.get(&key) else {
+                self.order.pop_front();
+                continue;
+            };
+            if entry.expires != at {
+                self.order.pop_front();
+                continue;
+            }
+            if matches!(entry.slot, Slot::Done(_)) && at <= now + within {
+                self.order.pop_front();
+                self.map.remove(&key);
+                return true;
+            }
+            return false;
+        }
+        false
+    }
+
     fn expire(&mut self, now: Instant) {
         while let Some(&(at, key)) = self.order.front() {
             if at > now {
@@ -213,12 +249,18 @@ pub struct Pending {
     cache: Arc<DedupCache>,
     key: DedupKey,
     open: bool,
+    made_room: bool,
 }
 
 impl Pending {
     /// The request's key.
     pub fn key(&self) -> &DedupKey {
         &self.key
+    }
+
+    /// Whether the cache was full and an old answered request was evicted for this one.
+    pub fn made_room(&self) -> bool {
+        self.made_room
     }
 
     /// Records the reply that is being sent, for retransmissions until `now + ttl`.
@@ -362,15 +404,48 @@ mod tests {
     }
 
     #[test]
-    fn a_full_cache_refuses_new_requests_until_entries_expire() {
+    fn a_full_cache_refuses_new_requests_while_every_reply_is_young() {
         let cache = DedupCache::new(Duration::from_secs(30), 2);
         let t0 = Instant::now();
         fresh(cache.begin(key(1, 1, 1), t0)).complete(Arc::from(&b"r"[..]), t0);
         let _p = fresh(cache.begin(key(2, 1, 1), t0));
         assert!(matches!(cache.begin(key(3, 1, 1), t0), Begin::Full));
+        let young = t0 + Duration::from_secs(9);
+        assert!(matches!(cache.begin(key(3, 1, 1), young), Begin::Full));
         // Known requests are still answered from the cache.
-        assert!(matches!(cache.begin(key(1, 1, 1), t0), Begin::Cached(_)));
+        assert!(matches!(cache.begin(key(1, 1, 1), young), Begin::Cached(_)));
         let later = t0 + Duration::from_secs(31);
-        let _q = fresh(cache.begin(key(3, 1, 1), later));
+        let q = fresh(cache.begin(key(3, 1, 1), later));
+        assert!(!q.made_room());
+    }
+
+    #[test]
+    fn a_full_cache_evicts_the_oldest_reply_kept_a_third_of_the_ttl() {
+        let cache = DedupCache::new(Duration::from_secs(30), 2);
+        let t0 = Instant::now();
+        fresh(cache.begin(key(1, 1, 1), t0)).complete(Arc::from(&b"r1"[..]), t0);
+        let t1 = t0 + Duration::from_secs(5);
+        fresh(cache.begin(key(2, 1, 1), t1)).complete(Arc::from(&b"r2"[..]), t1);
+        let t2 = t0 + Duration::from_secs(10);
+        let p = fresh(cache.begin(key(3, 1, 1), t2));
+        assert!(p.made_room());
+        assert_eq!(cache.len(), 2);
+        // The evicted request would be evaluated afresh; the younger reply is kept.
+        assert!(matches!(cache.begin(key(2, 1, 1), t2), Begin::Cached(_)));
+        // A reply younger than 10 s is not evicted.
+        let t3 = t0 + Duration::from_secs(14);
+        assert!(matches!(cache.begin(key(1, 1, 1), t3), Begin::Full));
+        drop(p);
+        assert!(cache.order_len() <= 4);
+    }
+
+    #[test]
+    fn a_request_in_progress_is_never_evicted() {
+        let cache = DedupCache::new(Duration::from_secs(30), 1);
+        let t0 = Instant::now();
+        let _p = fresh(cache.begin(key(1, 1, 1), t0));
+        let t1 = t0 + Duration::from_secs(20);
+        assert!(matches!(cache.begin(key(2, 1, 1), t1), Begin::Full));
+        assert!(matches!(cache.begin(key(1, 1, 1), t1), Begin::InProgress));
     }
 }

@@ -14,6 +14,9 @@ pub const DURATION: &str = "otpgate_request_duration_seconds";
 pub const DROPPED: &str = "otpgate_radius_dropped_total";
 /// Counter: retransmissions, by `outcome` (`resent` from the cache, `in_progress`).
 pub const DUPLICATES: &str = "otpgate_radius_duplicates_total";
+/// Counter: answered requests evicted from a full duplicate cache before their TTL
+/// (their reply kept at least a third of it) to make room for new ones.
+pub const DEDUP_EVICTED: &str = "otpgate_radius_dedup_evicted_total";
 /// Counter: backend failures that made a request fail closed, by `door` and `backend`
 /// (`directory`, `store`, `mail`).
 pub const BACKEND_ERRORS: &str = "otpgate_backend_errors_total";
@@ -37,6 +40,10 @@ pub fn describe() {
         "RADIUS datagrams dropped without a reply, by reason."
     );
     describe_counter!(DUPLICATES, "RADIUS retransmissions, by outcome.");
+    describe_counter!(
+        DEDUP_EVICTED,
+        "Answered RADIUS requests evicted early from a full duplicate cache."
+    );
     describe_counter!(
         LATE,
         "RADIUS requests answered after request_timeout (a slow backend)."

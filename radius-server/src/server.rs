@@ -308,7 +308,12 @@ async fn receive_loop(
             authenticator: *request.authenticator(),
         };
         let pending = match shared.dedup.begin(key, received.into_std()) {
-            Begin::Fresh(p) => p,
+            Begin::Fresh(p) => {
+                if p.made_room() {
+                    counter!(m::DEDUP_EVICTED).increment(1);
+                }
+                p
+            }
             Begin::Cached(bytes) => {
                 counter!(m::DUPLICATES, "outcome" => "resent").increment(1);
                 send(&socket, &bytes, from).await;

@@ -11,7 +11,7 @@
 //! [`FreeRadiusBaseline::start`] copies the packaged `/etc/freeradius/3.0` (with
 //! `freeradius-ldap` installed), makes that site and its two modules the only enabled
 //! ones, and runs `freeradius -f` (threaded, as deployed, not the single-threaded
-//! `-X`) with logging of each request off.
+//! `-X`) with logging of each request off, tuned for load ([`TUNING`]).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -22,11 +22,28 @@ use crate::Slapd;
 use crate::binary::require_binary;
 use crate::error::{HarnessError, Result};
 use crate::files::{write_private, write_public};
-use crate::freeradius::{packaged_copy, remove_entries, spawn_ready};
+use crate::freeradius::{packaged_copy, read, remove_entries, replace_once, set_line, spawn_ready};
 use crate::ports::{START_ATTEMPTS, free_udp_port};
 use crate::process::{ServerProcess, log_tail};
 use crate::slapd::{SERVICE_DN, SERVICE_PASSWORD};
 use crate::users::{ACTIVATED_FILTER, PEOPLE_DN};
+
+/// FreeRADIUS's settings for the bench, in words (the bench prints them).
+pub const TUNING: &str = "max_requests = 65536; thread pool start_servers = 32, \
+     max_servers = 64, min_spare_servers = 16, max_spare_servers = 64, max_queue_size = 65536; \
+     rlm_ldap pool start = 32, min = 32, max = 64, spare = 32, uses = 0, lifetime = 0";
+
+/// `radiusd.conf` lines for [`TUNING`]: the packaged values (5 to 32 threads, 16 384
+/// requests) queue and drop requests at 64 in flight ("max_requests is probably set
+/// too low").
+const RADIUSD_TUNING: [(&str, &str); 6] = [
+    ("max_requests", "65536"),
+    ("start_servers", "32"),
+    ("max_servers", "64"),
+    ("min_spare_servers", "16"),
+    ("max_spare_servers", "64"),
+    ("max_queue_size", "65536"),
+];
 
 /// The module FreeRADIUS needs for LDAP, which the `freeradius` package lacks.
 const RLM_LDAP: &str = "/usr/lib/freeradius/rlm_ldap.so";
@@ -80,6 +97,11 @@ impl FreeRadiusBaseline {
         self.addr
     }
 
+    /// FreeRADIUS's process id.
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
     /// The configuration copy and the log.
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -97,6 +119,18 @@ fn quoted(text: &str) -> String {
 }
 
 fn configure(conf: &Path, slapd: &Slapd, secret: &str, port: u16) -> Result<()> {
+    let radiusd = conf.join("radiusd.conf");
+    let mut text = replace_once(
+        &read(&radiusd)?,
+        "#\tmax_queue_size = 65536",
+        "\tmax_queue_size = 65536",
+        "radiusd.conf",
+    )?;
+    for (key, value) in RADIUSD_TUNING {
+        text = set_line(&text, key, value, "radiusd.conf")?;
+    }
+    write_public(&radiusd, text.as_bytes())?;
+
     remove_entries(&conf.join("sites-enabled"))?;
     let site = format!(
         r#"server otpgate-baseline {{
@@ -169,10 +203,10 @@ fn configure(conf: &Path, slapd: &Slapd, secret: &str, port: u16) -> Result<()> 
 		net_timeout = 2
 	}}
 	pool {{
-		start = ${{thread[pool].start_servers}}
-		min = ${{thread[pool].min_spare_servers}}
-		max = ${{thread[pool].max_servers}}
-		spare = ${{thread[pool].max_spare_servers}}
+		start = 32
+		min = 32
+		max = 64
+		spare = 32
 		uses = 0
 		retry_delay = 30
 		lifetime = 0

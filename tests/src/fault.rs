@@ -122,6 +122,8 @@ struct State {
     holding: usize,
     /// Bind DNs, in the order the clients sent them.
     binds: Vec<String>,
+    /// SearchRequests the clients sent.
+    searches: usize,
     /// Connections accepted since start or `clear_counts`.
     accepted: usize,
     /// Next connection id.
@@ -278,10 +280,17 @@ impl FaultProxy {
         self.shared.lock().binds.clone()
     }
 
-    /// Forgets the binds and connections counted so far.
+    /// How many LDAP SearchRequests clients sent through the proxy since start or
+    /// [`FaultProxy::clear_counts`]; counted when the proxy reads them, like binds.
+    pub fn ldap_searches(&self) -> usize {
+        self.shared.lock().searches
+    }
+
+    /// Forgets the binds, searches and connections counted so far.
     pub fn clear_counts(&self) {
         self.shared.update(|state| {
             state.binds.clear();
+            state.searches = 0;
             state.accepted = 0;
         });
     }
@@ -486,13 +495,16 @@ impl Pump {
         self.finish(stop);
     }
 
-    /// Records a bind and fires the armed one-shots of this message's op; returns the
-    /// one-shot delay it fired, if any.
+    /// Records a bind or a search and fires the armed one-shots of this message's op;
+    /// returns the one-shot delay it fired, if any.
     fn inspect(&self, message: &[u8]) -> Option<Duration> {
         let (tag, bind_dn) = ldap_request(message)?;
         let mut state = self.shared.lock();
         if let Some(dn) = bind_dn {
             state.binds.push(dn);
+        }
+        if LdapOp::Search.matches(tag) {
+            state.searches += 1;
         }
         if let Some(index) = state.hold_ops.iter().position(|op| op.matches(tag)) {
             state.hold_ops.remove(index);

@@ -107,7 +107,7 @@ impl FreeRadiusFront {
 
 /// Replaces the one occurrence of `from` in `text` by `to`; an error naming `file`
 /// when it is not there exactly once (the packaged files changed).
-fn replace_once(text: &str, from: &str, to: &str, file: &str) -> Result<String> {
+pub(crate) fn replace_once(text: &str, from: &str, to: &str, file: &str) -> Result<String> {
     if text.matches(from).count() != 1 {
         return Err(HarnessError::Usage(format!(
             "{file}: expected `{from}` exactly once"
@@ -117,7 +117,7 @@ fn replace_once(text: &str, from: &str, to: &str, file: &str) -> Result<String> 
 }
 
 /// Rewrites the line of `text` whose trimmed start is `key =` to `key = value`.
-fn set_line(text: &str, key: &str, value: &str, file: &str) -> Result<String> {
+pub(crate) fn set_line(text: &str, key: &str, value: &str, file: &str) -> Result<String> {
     let mut found = false;
     let lines: Vec<String> = text
         .lines()
@@ -140,7 +140,7 @@ fn set_line(text: &str, key: &str, value: &str, file: &str) -> Result<String> {
     Ok(lines.join("\n") + "\n")
 }
 
-fn read(path: &Path) -> Result<String> {
+pub(crate) fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path)
         .map_err(|e| HarnessError::io(format!("reading {}", path.display()), e))
 }

@@ -267,6 +267,11 @@ impl Redis {
         }
     }
 
+    /// redis-server's process id, if running.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(ServerProcess::id)
+    }
+
     /// `redis://127.0.0.1:PORT/0`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)

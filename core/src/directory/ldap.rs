@@ -8,7 +8,14 @@
 //! `conn`). Refusals may cost more: when the combined search finds nothing, a second
 //! search tells an unknown user from one who is not activated, and a not-activated user
 //! is told so only if their password is right (a bind), so the state is not shown to
-//! someone who does not know the password.
+//! someone who does not know the password. A [`lookup`](DirectoryBackend::lookup) of
+//! an activated user is one search (the combined filter); of one who is not, two.
+//!
+//! With `cache_for` (see `super::cache`), an activated user's search result is reused
+//! for that long: a login within it costs the bind alone, a lookup nothing. The bind
+//! is never cached, and an entry is served from the cache only while it was activated
+//! when searched, so an activation takes effect at once and only a deactivation (and
+//! groups, mail, display name) can lag, by at most `cache_for`.
 //!
 //! # Failing closed
 //!
@@ -17,11 +24,15 @@
 
 mod conn;
 
+use std::sync::Arc;
+
 use ldap3::Scope;
 use zeroize::Zeroizing;
 
 use self::conn::{BindOutcome, Found, Pool, RawEntry, describe, rc};
+use super::cache::EntryCache;
 use super::{DirectoryBackend, DirectoryError, PasswordCheck, UserEntry, filter, verified};
+use crate::clock::Clock;
 use crate::error::Refusal;
 use crate::user::UserName;
 
@@ -41,6 +52,10 @@ pub struct LdapDirectory {
     activated_filter: Option<String>,
     mail_attribute: String,
     groups_attribute: String,
+    /// Activated users' search results, when `cache_for` is not zero.
+    cache: Option<EntryCache>,
+    /// The cache's time.
+    clock: Arc<dyn Clock>,
 }
 
 /// What a user search found.
@@ -53,15 +68,20 @@ enum Match {
 
 impl LdapDirectory {
     /// Opens and binds a service connection (trying `urls` in order). Failing on every
-    /// URL is [`DirectoryError::Unavailable`] naming the URLs tried.
-    pub async fn connect(config: &otpgate_config::LdapConfig) -> Result<Self, DirectoryError> {
-        Self::connect_with(config, crate::store::Connect::Now).await
+    /// URL is [`DirectoryError::Unavailable`] naming the URLs tried. `clock` dates the
+    /// entries of the cache.
+    pub async fn connect(
+        config: &otpgate_config::LdapConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, DirectoryError> {
+        Self::connect_with(config, clock, crate::store::Connect::Now).await
     }
 
     /// Like [`LdapDirectory::connect`]; with [`crate::store::Connect::Lazily`] nothing is
     /// opened here (the settings are still checked), and the first use connects.
     pub async fn connect_with(
         config: &otpgate_config::LdapConfig,
+        clock: Arc<dyn Clock>,
         connect: crate::store::Connect,
     ) -> Result<Self, DirectoryError> {
         for (key, f) in [
@@ -97,7 +117,49 @@ impl LdapDirectory {
             activated_filter: config.activated_filter.clone(),
             mail_attribute: config.mail_attribute.clone(),
             groups_attribute: config.groups_attribute.clone(),
+            cache: EntryCache::new(config.cache_for),
+            clock,
         })
+    }
+
+    /// The cached entry of an activated user, searched for less than `cache_for` ago.
+    fn cached(&self, user: &UserName) -> Option<UserEntry> {
+        self.cache.as_ref()?.get(user, self.clock.now())
+    }
+
+    /// Keeps an activated user's entry (others are searched for each time, so an
+    /// activation takes effect at once).
+    fn keep(&self, entry: &UserEntry) {
+        if let (Some(cache), true) = (&self.cache, entry.activated) {
+            cache.put(&entry.name, entry, self.clock.now());
+        }
+    }
+
+    /// Forgets a user's cached entry (a bind as it was refused: it may have moved).
+    fn forget(&self, user: &UserName) {
+        if let Some(cache) = &self.cache {
+            cache.forget(user);
+        }
+    }
+
+    /// How many entries the cache holds (0 when it is off).
+    pub fn cached_entries(&self) -> usize {
+        self.cache.as_ref().map_or(0, EntryCache::len)
+    }
+
+    /// The entry by search: the combined filter first (one search for an activated
+    /// user), then, when there is an `activated_filter` and nothing activated matched,
+    /// the user filter alone (the entry, not activated).
+    async fn search_entry(&self, user: &UserName) -> Result<Option<UserEntry>, DirectoryError> {
+        match self.find(user, &self.activated_user_filter).await? {
+            Match::One(raw) => Ok(Some(self.entry(user, raw, true))),
+            Match::Ambiguous => Ok(None),
+            Match::None if self.activated_filter.is_none() => Ok(None),
+            Match::None => match self.find(user, &self.user_filter).await? {
+                Match::One(raw) => Ok(Some(self.entry(user, raw, false))),
+                Match::None | Match::Ambiguous => Ok(None),
+            },
+        }
     }
 
     fn attributes(&self) -> [&str; 4] {
@@ -138,18 +200,6 @@ impl LdapDirectory {
                 Ok(Match::Ambiguous)
             }
         }
-    }
-
-    /// Whether the entry `dn` matches `activated_filter` (a base search on it).
-    async fn is_activated(&self, dn: &str) -> Result<bool, DirectoryError> {
-        let Some(activated) = &self.activated_filter else {
-            return Ok(true);
-        };
-        let found = self
-            .pool
-            .search(dn, Scope::Base, activated, &["1.1"], 1)
-            .await?;
-        Ok(!entries_of(found, activated)?.is_empty())
     }
 
     fn entry(&self, user: &UserName, raw: RawEntry, activated: bool) -> UserEntry {
@@ -202,13 +252,14 @@ impl DirectoryBackend for LdapDirectory {
     }
 
     async fn lookup(&self, user: &UserName) -> Result<Option<UserEntry>, DirectoryError> {
-        match self.find(user, &self.user_filter).await? {
-            Match::None | Match::Ambiguous => Ok(None),
-            Match::One(raw) => {
-                let activated = self.is_activated(&raw.dn).await?;
-                Ok(Some(self.entry(user, raw, activated)))
-            }
+        if let Some(entry) = self.cached(user) {
+            return Ok(Some(entry));
         }
+        let entry = self.search_entry(user).await?;
+        if let Some(entry) = &entry {
+            self.keep(entry);
+        }
+        Ok(entry)
     }
 
     async fn check_password(
@@ -229,11 +280,24 @@ impl DirectoryBackend for LdapDirectory {
         };
         let password = Zeroizing::new(password.to_owned());
 
+        // A cached activated entry: the bind alone. A refused bind forgets the entry, so
+        // the next login searches again (the entry may have moved or gone).
+        if let Some(entry) = self.cached(user) {
+            return match self.pool.bind(&entry.dn, &password).await? {
+                BindOutcome::Success => Ok(PasswordCheck::Verified(verified(entry))),
+                BindOutcome::InvalidCredentials => {
+                    self.forget(user);
+                    Ok(PasswordCheck::Refused(Refusal::WrongPassword))
+                }
+            };
+        }
         match self.find(user, &self.activated_user_filter).await? {
             Match::One(raw) => match self.pool.bind(&raw.dn, &password).await? {
-                BindOutcome::Success => Ok(PasswordCheck::Verified(verified(
-                    self.entry(user, raw, true),
-                ))),
+                BindOutcome::Success => {
+                    let entry = self.entry(user, raw, true);
+                    self.keep(&entry);
+                    Ok(PasswordCheck::Verified(verified(entry)))
+                }
                 BindOutcome::InvalidCredentials => {
                     Ok(PasswordCheck::Refused(Refusal::WrongPassword))
                 }
@@ -276,7 +340,12 @@ mod tests {
             tls_ca_file: None,
             timeout: Duration::from_secs(2),
             pool_size: 2,
+            cache_for: Duration::ZERO,
         }
+    }
+
+    fn clock() -> Arc<dyn Clock> {
+        Arc::new(crate::clock::ManualClock::default())
     }
 
     /// A loopback port with nothing listening.
@@ -291,7 +360,7 @@ mod tests {
     async fn unreachable_servers_are_unavailable_naming_each_url() {
         let (a, b) = (dead_url(), dead_url());
         let started = Instant::now();
-        let err = match LdapDirectory::connect(&config(vec![a.clone(), b.clone()])).await {
+        let err = match LdapDirectory::connect(&config(vec![a.clone(), b.clone()]), clock()).await {
             Err(e) => e,
             Ok(_) => panic!("connected to nothing"),
         };
@@ -310,7 +379,7 @@ mod tests {
         let mut c = config(vec![url]);
         c.timeout = Duration::from_millis(300);
         let started = Instant::now();
-        let result = LdapDirectory::connect(&c).await;
+        let result = LdapDirectory::connect(&c, clock()).await;
         assert!(matches!(result, Err(DirectoryError::Unavailable(_))));
         assert!(started.elapsed() < Duration::from_secs(2));
         drop(listener);
@@ -320,24 +389,24 @@ mod tests {
     async fn bad_settings_are_refused_before_connecting() {
         let mut c = config(vec!["http://127.0.0.1".into()]);
         assert!(matches!(
-            LdapDirectory::connect(&c).await,
+            LdapDirectory::connect(&c, clock()).await,
             Err(DirectoryError::Protocol(_))
         ));
         c.urls = vec![dead_url()];
         c.user_filter = "uid={user}".into();
         assert!(matches!(
-            LdapDirectory::connect(&c).await,
+            LdapDirectory::connect(&c, clock()).await,
             Err(DirectoryError::Protocol(_))
         ));
         c.user_filter = "(uid=alice)".into();
         assert!(matches!(
-            LdapDirectory::connect(&c).await,
+            LdapDirectory::connect(&c, clock()).await,
             Err(DirectoryError::Protocol(_))
         ));
         c.user_filter = "(uid={user})".into();
         c.tls_ca_file = Some("/nonexistent/ca.pem".into());
         assert!(matches!(
-            LdapDirectory::connect(&c).await,
+            LdapDirectory::connect(&c, clock()).await,
             Err(DirectoryError::Protocol(_))
         ));
     }

@@ -17,11 +17,17 @@
 //! - `filter`: RFC 4515 escaping and filter templates.
 //! - `ldap`: ldap3, with connection reuse, failover across URLs and a timeout on every
 //!   operation.
+//! - `cache`: activated users' search results, kept for `[directory] cache_for` (the
+//!   bind is never cached).
 //! - `file`: a TOML users file with argon2 password hashes.
 
+use std::sync::Arc;
+
+use crate::clock::Clock;
 use crate::error::Refusal;
 use crate::user::UserName;
 
+pub mod cache;
 pub mod file;
 pub mod filter;
 pub mod ldap;
@@ -121,10 +127,12 @@ pub enum Directory {
 
 impl Directory {
     /// Opens the configured directory (LDAP connects its service connection here).
+    /// `clock` dates the LDAP entry cache's entries.
     pub async fn open(
         config: &otpgate_config::DirectoryConfig,
+        clock: Arc<dyn Clock>,
     ) -> Result<Directory, DirectoryError> {
-        Self::open_with(config, crate::store::Connect::Now).await
+        Self::open_with(config, clock, crate::store::Connect::Now).await
     }
 
     /// Like [`Directory::open`]; with [`crate::store::Connect::Lazily`] an LDAP server
@@ -132,11 +140,12 @@ impl Directory {
     /// first use connects.
     pub async fn open_with(
         config: &otpgate_config::DirectoryConfig,
+        clock: Arc<dyn Clock>,
         connect: crate::store::Connect,
     ) -> Result<Directory, DirectoryError> {
         match config {
             otpgate_config::DirectoryConfig::Ldap(c) => Ok(Directory::Ldap(
-                ldap::LdapDirectory::connect_with(c, connect).await?,
+                ldap::LdapDirectory::connect_with(c, clock, connect).await?,
             )),
             otpgate_config::DirectoryConfig::File { path } => {
                 Ok(Directory::File(file::FileDirectory::load(path)?))

@@ -8,9 +8,10 @@
 
 use hmac::{Hmac, Mac};
 use otpgate_config::{TotpAlgorithm, TotpConfig};
+use subtle::ConstantTimeEq;
 
 use crate::clock::Timestamp;
-use crate::secret::{TotpSecret, ct_eq};
+use crate::secret::TotpSecret;
 
 /// TOTP parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,29 +35,58 @@ impl From<&TotpConfig> for TotpParams {
     }
 }
 
-fn mac<M: Mac + hmac::digest::KeyInit>(key: &[u8], counter: u64) -> Vec<u8> {
-    #[allow(clippy::expect_used)] // HMAC takes keys of any length: this never fails
-    let mut m =
-        <M as hmac::digest::KeyInit>::new_from_slice(key).expect("HMAC accepts any key length");
-    m.update(&counter.to_be_bytes());
-    m.finalize().into_bytes().to_vec()
+/// An HMAC keyed once: the key's pads are computed once per window, not once per step.
+#[derive(Clone)]
+enum Keyed {
+    Sha1(Hmac<sha1::Sha1>),
+    Sha256(Hmac<sha2::Sha256>),
+    Sha512(Hmac<sha2::Sha512>),
 }
 
-/// RFC 4226 HOTP value for `counter`, as a zero-padded decimal string.
-pub fn hotp(key: &[u8], counter: u64, digits: u32, algorithm: TotpAlgorithm) -> String {
-    let digest = match algorithm {
-        TotpAlgorithm::Sha1 => mac::<Hmac<sha1::Sha1>>(key, counter),
-        TotpAlgorithm::Sha256 => mac::<Hmac<sha2::Sha256>>(key, counter),
-        TotpAlgorithm::Sha512 => mac::<Hmac<sha2::Sha512>>(key, counter),
-    };
-    // Dynamic truncation (RFC 4226 §5.3). Digests are 20, 32 or 64 bytes, so the offset
-    // (0..=15) plus 4 is always inside; `get` keeps that a checked fact.
+fn keyed<M: Mac + hmac::digest::KeyInit>(key: &[u8]) -> M {
+    #[allow(clippy::expect_used)] // HMAC takes keys of any length: this never fails
+    <M as hmac::digest::KeyInit>::new_from_slice(key).expect("HMAC accepts any key length")
+}
+
+/// Dynamic truncation (RFC 4226 §5.3) to `digits` decimal digits. Digests are 20, 32 or
+/// 64 bytes, so the offset (0..=15) plus 4 is always inside; `get` keeps that a checked
+/// fact.
+fn truncate(digest: &[u8], digits: u32) -> u32 {
     let offset = digest.last().map_or(0, |b| usize::from(b & 0x0f));
     let word = digest
         .get(offset..offset + 4)
         .and_then(|w| <[u8; 4]>::try_from(w).ok())
         .map_or(0, u32::from_be_bytes);
-    let value = (word & 0x7fff_ffff) % 10u32.pow(digits);
+    (word & 0x7fff_ffff) % 10u32.pow(digits)
+}
+
+impl Keyed {
+    fn new(key: &[u8], algorithm: TotpAlgorithm) -> Self {
+        match algorithm {
+            TotpAlgorithm::Sha1 => Keyed::Sha1(keyed(key)),
+            TotpAlgorithm::Sha256 => Keyed::Sha256(keyed(key)),
+            TotpAlgorithm::Sha512 => Keyed::Sha512(keyed(key)),
+        }
+    }
+
+    /// The HOTP value for `counter`, as a number (no text is made).
+    fn value(&self, counter: u64, digits: u32) -> u32 {
+        fn run<M: Mac + Clone>(m: &M, counter: u64, digits: u32) -> u32 {
+            let mut m = m.clone();
+            m.update(&counter.to_be_bytes());
+            truncate(&m.finalize().into_bytes(), digits)
+        }
+        match self {
+            Keyed::Sha1(m) => run(m, counter, digits),
+            Keyed::Sha256(m) => run(m, counter, digits),
+            Keyed::Sha512(m) => run(m, counter, digits),
+        }
+    }
+}
+
+/// RFC 4226 HOTP value for `counter`, as a zero-padded decimal string.
+pub fn hotp(key: &[u8], counter: u64, digits: u32, algorithm: TotpAlgorithm) -> String {
+    let value = Keyed::new(key, algorithm).value(counter, digits);
     format!("{value:0width$}", width = digits as usize)
 }
 
@@ -96,12 +126,17 @@ pub fn matching_steps(secret: &TotpSecret, code: &str, now: Timestamp, p: &TotpP
     if code.len() != p.digits as usize || !code.bytes().all(|b| b.is_ascii_digit()) {
         return found;
     }
+    // At most 8 digits (the configuration's bound; 9 fit too): a u32.
+    let Ok(wanted) = code.parse::<u32>() else {
+        return found;
+    };
+    let keyed = Keyed::new(secret.expose(), p.algorithm);
     let center = step_at(now, p.period);
     let first = center.saturating_sub(u64::from(p.skew_steps));
     let last = center.saturating_add(u64::from(p.skew_steps));
     for step in first..=last {
-        let candidate = code_at_step(secret, step, p);
-        if ct_eq(candidate.as_bytes(), code.as_bytes()) {
+        let candidate = keyed.value(step, p.digits);
+        if bool::from(candidate.ct_eq(&wanted)) {
             found.push(step);
         }
     }
@@ -184,6 +219,45 @@ mod tests {
                 code_at(&sha512, t, &params(8, TotpAlgorithm::Sha512)),
                 c512,
                 "SHA512 at {t:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_window_matches_exactly_the_steps_whose_text_code_is_the_code() {
+        // The window compares numbers; the codes users type are text with leading
+        // zeros. Every step's own code, over many steps and each algorithm, is found
+        // at that step (and others only where their text code is the same).
+        let secret = TotpSecret::from_bytes(b"12345678901234567890");
+        for algorithm in [
+            TotpAlgorithm::Sha1,
+            TotpAlgorithm::Sha256,
+            TotpAlgorithm::Sha512,
+        ] {
+            for digits in [6, 8] {
+                let p = TotpParams {
+                    skew_steps: 3,
+                    ..params(digits, algorithm)
+                };
+                let mut leading_zero = false;
+                for step in 1_000..1_200u64 {
+                    let code = code_at_step(&secret, step, &p);
+                    leading_zero |= code.starts_with('0');
+                    let now = Timestamp(step * p.period);
+                    let expected: Vec<u64> = (step - 3..=step + 3)
+                        .filter(|s| code_at_step(&secret, *s, &p) == code)
+                        .collect();
+                    assert!(expected.contains(&step));
+                    assert_eq!(matching_steps(&secret, &code, now, &p), expected);
+                }
+                assert!(leading_zero, "some code began with 0");
+            }
+        }
+        let p = params(6, TotpAlgorithm::Sha1);
+        for bad in ["12345", "1234567", "12a456", "+12345", " 12345", ""] {
+            assert!(
+                matching_steps(&secret, bad, Timestamp(59), &p).is_empty(),
+                "{bad}"
             );
         }
     }

@@ -164,7 +164,7 @@ impl Core {
         let core = config
             .require_core()
             .map_err(|e| CoreError::Config(e.to_string()))?;
-        let directory = Directory::open_with(core.directory, connect)
+        let directory = Directory::open_with(core.directory, Arc::clone(&clock), connect)
             .await
             .map_err(|e| CoreError::backend(Backend::Directory, e.to_string()))?;
         let store = Store::open_with(core.store, connect).await?;

@@ -1023,6 +1023,32 @@ pub async fn audit<S: StoreBackend>(store: &S, tag: &str) {
         vec![rec("z"), rec("a"), rec("b"), rec("late")],
         "records older than at - keep are dropped"
     );
+
+    // A batch: in one round trip, in the order given, after what came before; the
+    // trim follows the batch's latest time.
+    store.append_audits(&[], 1000).await.unwrap();
+    let (x, y, w) = (rec("x"), rec("y"), rec("w"));
+    store
+        .append_audits(
+            &[(plus(1002), &x), (plus(1002), &y), (plus(1003), &w)],
+            1000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.read_audit(base, 10).await.unwrap(),
+        vec![rec("late"), x.clone(), y.clone(), w.clone()],
+        "a batch keeps its order, after earlier records, and trims before at - keep"
+    );
+    store
+        .append_audit(plus(1003), &rec("after"), 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.read_audit(plus(1003), 10).await.unwrap(),
+        vec![w, rec("after")],
+        "the sequence goes on after a batch"
+    );
 }
 
 /// 16 concurrent `accept_totp_step` of one step, 8 through each handle: exactly one is

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::keys;
-use super::records::{FAILURES_TTL, from_json, is_live, to_json};
+use super::records::{FAILURES_TTL, audit_kept_from, from_json, is_live, to_json};
 use super::{
     Account, ChallengeAnswer, CodeOutcome, CodeSlot, Counter, FailureOutcome, HelpdeskRequest,
     StepOutcome, StoreBackend, StoreError, StoredCode, StoredSession, TrustedDevice, UserRecord,
@@ -916,26 +916,38 @@ impl StoreBackend for EmbeddedStore {
         .await
     }
 
-    async fn append_audit(&self, at: Timestamp, record: &str, keep: u64) -> Result<(), StoreError> {
-        let record = record.to_string();
+    async fn append_audits(
+        &self,
+        records: &[(Timestamp, &str)],
+        keep: u64,
+    ) -> Result<(), StoreError> {
+        let Some(oldest) = audit_kept_from(records, keep) else {
+            return Ok(());
+        };
+        let records: Vec<(u64, String)> = records
+            .iter()
+            .map(|(at, record)| (at.0, (*record).to_owned()))
+            .collect();
         self.write("append audit", move |inner, tx| {
             let mut kv = inner.kv(tx)?;
             let seq_key = keys::audit_seq_key(&inner.prefix);
             let seq: Option<SeqRecord> = get_json(&kv, &seq_key, "audit sequence")?;
-            let n = seq.map_or(0, |s| s.next);
+            let first = seq.map_or(0, |s| s.next);
+            let count = u64::try_from(records.len()).unwrap_or(u64::MAX);
             put_json(
                 &mut kv,
                 &seq_key,
                 "audit sequence",
                 &SeqRecord {
-                    next: n.saturating_add(1),
+                    next: first.saturating_add(count),
                 },
             )?;
             let mut audit = inner.audit(tx)?;
-            audit
-                .insert((at.0, n), record.as_str())
-                .map_err(|e| db_err("append audit", e))?;
-            let oldest = at.0.saturating_sub(keep);
+            for (n, (at, record)) in (first..).zip(&records) {
+                audit
+                    .insert((*at, n), record.as_str())
+                    .map_err(|e| db_err("append audit", e))?;
+            }
             audit
                 .retain_in(..(oldest, 0u64), |_, _| false)
                 .map_err(|e| db_err("trim audit", e))?;

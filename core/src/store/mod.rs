@@ -436,13 +436,27 @@ pub trait StoreBackend {
     /// Removes a user's helpdesk request. Returns whether there was one.
     async fn remove_helpdesk(&self, user: &UserName) -> Result<bool, StoreError>;
 
-    /// Appends an audit record (a JSON object) at time `at`; records older than
-    /// `at - keep` seconds may be dropped.
-    async fn append_audit(&self, at: Timestamp, record: &str, keep: u64) -> Result<(), StoreError>;
+    /// Appends audit records (JSON objects), each at its time, in the order given, in
+    /// one round trip; records older than the latest time minus `keep` seconds may be
+    /// dropped. Fewer than [`MAX_AUDIT_BATCH`] records at once.
+    async fn append_audits(
+        &self,
+        records: &[(Timestamp, &str)],
+        keep: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Appends one audit record at time `at` ([`StoreBackend::append_audits`]).
+    async fn append_audit(&self, at: Timestamp, record: &str, keep: u64) -> Result<(), StoreError> {
+        self.append_audits(&[(at, record)], keep).await
+    }
 
     /// Audit records at or after `since`, oldest first, at most `limit`.
     async fn read_audit(&self, since: Timestamp, limit: usize) -> Result<Vec<String>, StoreError>;
 }
+
+/// The most audit records [`StoreBackend::append_audits`] takes at once (a Lua
+/// script's arguments are bounded).
+pub const MAX_AUDIT_BATCH: usize = 128;
 
 /// The store the core holds: one of the backends.
 #[allow(clippy::large_enum_variant)] // one per process; boxing buys nothing
@@ -628,8 +642,12 @@ impl StoreBackend for Store {
     async fn remove_helpdesk(&self, user: &UserName) -> Result<bool, StoreError> {
         dispatch!(self, remove_helpdesk(user))
     }
-    async fn append_audit(&self, at: Timestamp, record: &str, keep: u64) -> Result<(), StoreError> {
-        dispatch!(self, append_audit(at, record, keep))
+    async fn append_audits(
+        &self,
+        records: &[(Timestamp, &str)],
+        keep: u64,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, append_audits(records, keep))
     }
     async fn read_audit(&self, since: Timestamp, limit: usize) -> Result<Vec<String>, StoreError> {
         dispatch!(self, read_audit(since, limit))

@@ -17,6 +17,13 @@ pub(crate) fn is_live(expires_at: Timestamp, now: Timestamp) -> bool {
     now < expires_at
 }
 
+/// The oldest audit time kept after appending `records`: the latest of their times
+/// minus `keep`; `None` for no records (nothing to do). Both backends trim by it.
+pub(crate) fn audit_kept_from(records: &[(Timestamp, &str)], keep: u64) -> Option<u64> {
+    let latest = records.iter().map(|(at, _)| at.0).max()?;
+    Some(latest.saturating_sub(keep))
+}
+
 /// Encodes a record as JSON.
 pub(crate) fn to_json<T: Serialize>(what: &str, value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value)

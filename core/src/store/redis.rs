@@ -26,7 +26,7 @@ use ::redis::{
 use otpgate_config::{RedisAuth, RedisConfig, SecretBytes};
 
 use super::keys;
-use super::records::{FAILURES_TTL, from_json, is_live, to_json};
+use super::records::{FAILURES_TTL, audit_kept_from, from_json, is_live, to_json};
 use super::{
     Account, ChallengeAnswer, CodeOutcome, CodeSlot, Counter, FailureOutcome, HelpdeskRequest,
     StepOutcome, StoreBackend, StoreError, StoredCode, StoredSession, TrustedDevice, UserRecord,
@@ -669,13 +669,20 @@ return out
 
 script!(
     APPEND_AUDIT,
-    "KEYS: log, seq. ARGV: at, oldest kept score, record, ttl. Member = 20-digit seq ':' record.",
+    "KEYS: log, seq. ARGV: oldest kept score, ttl, then (at, record) pairs. Member = 20-digit seq ':' record.",
     r"
-local n = redis.call('INCR', KEYS[2])
-redis.call('ZADD', KEYS[1], ARGV[1], string.format('%020d', n) .. ':' .. ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
+local count = (#ARGV - 2) / 2
+local n = redis.call('INCRBY', KEYS[2], count) - count
+local members = {}
+for i = 3, #ARGV, 2 do
+  n = n + 1
+  members[#members + 1] = ARGV[i]
+  members[#members + 1] = string.format('%020d', n) .. ':' .. ARGV[i + 1]
+end
+redis.call('ZADD', KEYS[1], unpack(members))
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
 return n
 "
 );
@@ -1301,14 +1308,22 @@ impl StoreBackend for RedisStore {
         Ok(removed > 0)
     }
 
-    async fn append_audit(&self, at: Timestamp, record: &str, keep: u64) -> Result<(), StoreError> {
+    async fn append_audits(
+        &self,
+        records: &[(Timestamp, &str)],
+        keep: u64,
+    ) -> Result<(), StoreError> {
+        let Some(oldest) = audit_kept_from(records, keep) else {
+            return Ok(());
+        };
         let mut inv = APPEND_AUDIT.prepare_invoke();
         inv.key(keys::audit_log_key(&self.prefix))
             .key(keys::audit_seq_key(&self.prefix))
-            .arg(at.0)
-            .arg(at.0.saturating_sub(keep))
-            .arg(record)
+            .arg(oldest)
             .arg(keep.max(1));
+        for (at, record) in records {
+            inv.arg(at.0).arg(*record);
+        }
         let _: i64 = self.script("append audit", &inv).await?;
         Ok(())
     }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use otpgate_config::{DirectoryConfig, LdapConfig, SecretBytes};
 use otpgate_core::Refusal;
+use otpgate_core::clock::{Clock, SystemClock};
 use otpgate_core::directory::{Directory, DirectoryError, PasswordCheck, UserEntry};
 use otpgate_core::user::UserName;
 use otpgate_tests::tls::TestCa;
@@ -13,7 +14,7 @@ use otpgate_tests::{ALICE, ALICEX, BOB, CAROL, DAVE, Slapd, WEIRD, free_tcp_port
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-fn ldap_config(slapd: &Slapd) -> LdapConfig {
+pub(crate) fn ldap_config(slapd: &Slapd) -> LdapConfig {
     LdapConfig {
         urls: vec![slapd.url()],
         base_dn: slapd.base_dn().into(),
@@ -27,13 +28,18 @@ fn ldap_config(slapd: &Slapd) -> LdapConfig {
         tls_ca_file: None,
         timeout: TIMEOUT,
         pool_size: 2,
+        cache_for: Duration::ZERO,
     }
 }
 
 async fn open(config: LdapConfig) -> Directory {
-    Directory::open(&DirectoryConfig::Ldap(Box::new(config)))
+    Directory::open(&DirectoryConfig::Ldap(Box::new(config)), clock())
         .await
         .unwrap()
+}
+
+fn clock() -> Arc<dyn Clock> {
+    Arc::new(SystemClock)
 }
 
 fn name(s: &str) -> UserName {
@@ -228,7 +234,7 @@ async fn a_wrong_service_password_is_unavailable_naming_the_urls() {
     let mut config = ldap_config(&slapd);
     config.urls = vec![dead.clone(), slapd.url()];
     config.bind_password = SecretBytes::new(b"not-the-service-password".to_vec());
-    let err = match Directory::open(&DirectoryConfig::Ldap(Box::new(config))).await {
+    let err = match Directory::open(&DirectoryConfig::Ldap(Box::new(config)), clock()).await {
         Ok(_) => panic!("opened with a wrong service password"),
         Err(e) => e,
     };
@@ -338,13 +344,13 @@ async fn tls_trusts_only_the_configured_ca() {
     for mut c in [config.clone(), starttls] {
         c.tls_ca_file = Some(other.ca_cert.clone());
         assert!(matches!(
-            Directory::open(&DirectoryConfig::Ldap(Box::new(c))).await,
+            Directory::open(&DirectoryConfig::Ldap(Box::new(c)), clock()).await,
             Err(DirectoryError::Unavailable(_))
         ));
     }
     config.tls_ca_file = None;
     assert!(matches!(
-        Directory::open(&DirectoryConfig::Ldap(Box::new(config))).await,
+        Directory::open(&DirectoryConfig::Ldap(Box::new(config)), clock()).await,
         Err(DirectoryError::Unavailable(_))
     ));
 }

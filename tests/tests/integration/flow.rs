@@ -71,6 +71,9 @@ fn faulty(mode: &str, request_timeout: &str, extra: &str) -> Faulty {
         // The mail gives up after 4 s: later than a 2 s request deadline.
         .set("smtp", "timeout", &toml_string("4s"))
         .set("totp", "skew_steps", "5")
+        // Every round searches the directory, so the proxy can slow or hold the search
+        // of the second.
+        .set("directory", "cache_for", &toml_string("0s"))
         .extra(&radius)
         .extra(extra)
         .write()

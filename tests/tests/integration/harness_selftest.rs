@@ -656,9 +656,11 @@ fn fault_proxy_counts_ldap_binds_by_dn() {
     assert_eq!(dns(&ldif), [ALICE.dn()]);
     assert_eq!(proxy.ldap_binds(), [ALICE.dn(), SERVICE_DN.to_owned()]);
     assert_eq!(proxy.connections(), 2);
+    assert_eq!(proxy.ldap_searches(), 1, "ldapwhoami searches nothing");
 
     proxy.clear_counts();
     assert!(proxy.ldap_binds().is_empty());
+    assert_eq!(proxy.ldap_searches(), 0);
     assert_eq!(proxy.connections(), 0);
     // A refused bind counts too.
     let status = spawn_ldapwhoami(&proxy.ldap_url(), &BOB.dn(), "wrong")

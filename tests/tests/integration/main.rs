@@ -7,6 +7,7 @@ mod cli;
 mod control;
 mod core_rules;
 mod directory;
+mod directory_cache;
 mod faults;
 mod flow;
 mod harness_selftest;

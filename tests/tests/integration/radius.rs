@@ -401,8 +401,13 @@ fn append_and_challenge_logins_with_totp() {
     assert_generic_reject(&pap(addr, "nosuchuser", "whatever123456"));
     assert_generic_reject(&pap(addr, "carol", "carol-pw-3123456"));
 
-    // One info line per request, naming user, client, mode and result.
+    // One info line per request, naming user, client, mode and result; a log file
+    // gets no terminal colour codes.
     let log = e.server.log();
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in the log file: {log}"
+    );
     assert!(
         log.lines().any(|l| l.contains("radius request")
             && l.contains("alice")

@@ -566,6 +566,7 @@ mod tests {
             tls_ca_file: None,
             timeout: Duration::from_secs(1),
             pool_size: 1,
+            cache_for: Duration::ZERO,
         };
         let pool = Pool::new(&config).unwrap();
         for (dn, pw) in [("", "pw"), ("uid=a,dc=example,dc=org", "")] {

@@ -2,12 +2,15 @@
 //! `otpgate::audit`), to an optional JSON-lines file, and to the store (for
 //! `otpgate audit`).
 
+mod batch;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use self::batch::GroupCommit;
 use crate::clock::Timestamp;
 use crate::store::{Store, StoreBackend};
 
@@ -212,6 +215,8 @@ pub struct AuditRecord {
 pub struct AuditLog {
     file: Option<(PathBuf, Mutex<()>)>,
     keep_secs: u64,
+    /// Records of concurrent requests go to the store in one write (`batch`).
+    store_queue: GroupCommit,
 }
 
 impl AuditLog {
@@ -220,6 +225,7 @@ impl AuditLog {
         Self {
             file: config.file.clone().map(|p| (p, Mutex::new(()))),
             keep_secs: config.keep.as_secs(),
+            store_queue: GroupCommit::default(),
         }
     }
 
@@ -256,7 +262,16 @@ impl AuditLog {
                 tracing::error!("cannot append to the audit file {}: {e}", path.display());
             }
         }
-        if let Err(e) = store.append_audit(record.ts, &line, self.keep_secs).await {
+        let keep = self.keep_secs;
+        let written = self
+            .store_queue
+            .append(record.ts, line, |records| async move {
+                let records: Vec<(Timestamp, &str)> =
+                    records.iter().map(|(at, l)| (*at, l.as_str())).collect();
+                store.append_audits(&records, keep).await
+            })
+            .await;
+        if let Err(e) = written {
             tracing::error!("cannot write the audit record to the store: {e}");
         }
     }
