@@ -364,8 +364,8 @@ pub struct RadiusClient {
     /// `require_message_authenticator` is off.
     pub limit_proxy_state: bool,
     /// The client is a pam_otpgate host (server mode): its requests count as the door
-    /// "pam" for `[[policy]]`, and it may be sent a first-login enrollment (a QR code
-    /// in an Access-Challenge) that only a terminal can show. Never set it for a NAS.
+    /// "pam" for `[[policy]]`. (Enrollment at the login is direct mode's only: its QR
+    /// code does not fit a RADIUS packet.)
     pub pam_host: bool,
 }
 

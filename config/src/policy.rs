@@ -146,8 +146,9 @@ pub struct PolicyRule {
     /// Only with `required`: until this UTC day (exclusive), a user with no factor is
     /// let in with the password and a notice.
     pub enroll_by: Option<Date>,
-    /// Only with `required`: at a door that can show a terminal (PAM), a user with no
-    /// factor (after `enroll_by`) is shown a new app secret and enrolled by a code.
+    /// Only with `required`: at a door that can show a terminal (PAM direct mode), a
+    /// user with no factor (after `enroll_by`) is shown a new app secret and enrolled
+    /// by a code.
     pub enroll_at_login: bool,
 }
 

@@ -203,8 +203,11 @@ async fn decide(
                 nullok: false,
                 // An append-mode NAS may not show a challenge; a vouching PAM host does.
                 can_ask: config.mode != RadiusMode::Append || client.password_checked_by_client,
-                // Only a PAM host has a terminal to show a QR code on; a NAS never.
-                can_enroll: client.pam_host,
+                // A QR code, its secret and the prompt take more than one RADIUS packet
+                // may carry (about 6 kB for a long otpauth URI, over the 4096-byte
+                // limit), so enrollment at the login is direct mode's only: a PAM host
+                // in server mode is refused with the portal's URL, like a NAS.
+                can_enroll: false,
             },
         })
         .await?;
@@ -272,16 +275,9 @@ async fn step_to_decision(
         LoginStep::NeedCode { pending, notice } => {
             challenge(core, client, &pending, notice.as_ref().map(texts::delivery)).await?
         }
-        LoginStep::Enroll { pending, shown } => {
-            let challenge = core.park(&pending, &client.name).await?;
-            Decision::Challenge {
-                user: pending.user().to_string(),
-                state: challenge.id.into_bytes(),
-                message: format!("{shown}{}", texts::PROMPT),
-                log: "enroll at login".into(),
-            }
-        }
-        LoginStep::Refused(Refusal::NotEnrolled) => {
+        // Never asked for (`can_enroll` is off here); refused like any user without a
+        // factor, should it come.
+        LoginStep::Refused(Refusal::NotEnrolled) | LoginStep::Enroll { .. } => {
             not_enrolled(core, config, client, user.as_str()).await?
         }
         LoginStep::Refused(r) => reject(user.as_str(), r.to_string(), &r),
