@@ -156,6 +156,9 @@ async fn user(core: &Core, command: Command, ctx: &RequestContext) -> Result<Rep
             if !status.tokens.is_empty() {
                 out += &format!("\ntokens:\n{}", crate::tokens::token_lines(&status.tokens));
             }
+            for place in &status.policy {
+                out += &format!("\nsecond factor:        {}", place.describe());
+            }
             Reply::one(to_json(&status)?, out)
         }
         Command::UserEnroll { user } => {

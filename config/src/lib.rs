@@ -9,6 +9,7 @@
 //! - [`duration`]: `"30s"`, `"15m"`, `"24h"`, `"7d"`.
 //! - [`secret`]: secrets come from `*_file` (permissions checked) or `*_env`, never
 //!   from the main file.
+//! - [`policy`]: `[[policy]]` rules and the `enroll_by` date.
 //! - [`error`]: every error names the file, the line when known, and the key.
 //! - [`user_name`]: the checked, canonical [`user_name::UserName`] every door uses (here
 //!   rather than in the core, so the PAM module in server mode needs no core).
@@ -29,6 +30,7 @@
 
 pub mod duration;
 pub mod error;
+pub mod policy;
 pub mod raw;
 pub mod secret;
 pub mod user_name;
@@ -40,6 +42,7 @@ use std::time::Duration;
 
 pub use error::ConfigError;
 pub use ipnet::IpNet;
+pub use policy::{Date, PolicyDoor, PolicyRule, SecondFactor};
 pub use secret::SecretBytes;
 
 /// The default configuration path, overridden by `--config` or `OTPGATE_CONFIG`.
@@ -87,6 +90,8 @@ pub struct Config {
     pub portal: Option<PortalConfig>,
     pub metrics: Option<MetricsConfig>,
     pub control: Option<ControlConfig>,
+    /// `[[policy]]` rules, in file order (first match wins).
+    pub policy: Vec<PolicyRule>,
 }
 
 /// The sections every use of the core needs, borrowed from a [`Config`].
@@ -360,6 +365,10 @@ pub struct RadiusClient {
     /// FreeRADIUS's `limit_proxy_state`). Matters only when
     /// `require_message_authenticator` is off.
     pub limit_proxy_state: bool,
+    /// The client is a pam_otpgate host (server mode): its requests count as the door
+    /// "pam" for `[[policy]]`. (Enrollment at the login is direct mode's only: its QR
+    /// code does not fit a RADIUS packet.)
+    pub pam_host: bool,
 }
 
 /// A door's configured word that an earlier step checked the password: a RADIUS client

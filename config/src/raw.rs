@@ -32,6 +32,9 @@ pub struct RawConfig {
     pub portal: Option<RawPortal>,
     pub metrics: Option<RawMetrics>,
     pub control: Option<RawControl>,
+    /// `[[policy]]`: second-factor rules by directory group, first match wins.
+    #[serde(default)]
+    pub policy: Vec<RawPolicy>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -178,6 +181,7 @@ pub struct RawRadiusClient {
     pub trust_calling_station: Option<bool>,
     pub reject_reasons: Option<bool>,
     pub limit_proxy_state: Option<bool>,
+    pub pam_host: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -238,4 +242,17 @@ pub struct RawMetrics {
 #[serde(deny_unknown_fields)]
 pub struct RawControl {
     pub socket: PathBuf,
+}
+
+/// One `[[policy]]` rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    #[serde(default)]
+    pub groups: Vec<String>,
+    pub doors: Option<Vec<String>>,
+    pub clients: Option<Vec<String>>,
+    pub second_factor: Option<String>,
+    pub enroll_by: Option<String>,
+    pub enroll_at_login: Option<bool>,
 }

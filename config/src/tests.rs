@@ -331,6 +331,91 @@ fn portal_proxies_site_texts_and_idle_timeout() {
 }
 
 #[test]
+fn policy_rules_parse_in_order_and_name_their_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.secret", b"x", 0o600);
+    let head = "[radius]\n[[radius.clients]]\nname = \"vpn\"\naddress = \"10.0.0.0/8\"\nsecret_file = \"a.secret\"\npam_host = false\n";
+    let text = format!(
+        "{head}[[policy]]\ngroups = [\"cn=Staff,ou=groups,dc=example,dc=org\"]\ndoors = [\"radius\", \"pam\"]\n\
+         clients = [\"vpn\"]\nsecond_factor = \"required\"\nenroll_by = \"2027-04-01\"\nenroll_at_login = true\n\
+         [[policy]]\ngroups = [\"guests\"]\nsecond_factor = \"exempt\"\n"
+    );
+    let config = parse(dir.path(), &text).unwrap();
+    assert_eq!(config.policy.len(), 2);
+    let staff = &config.policy[0];
+    assert_eq!(staff.doors, vec![PolicyDoor::Radius, PolicyDoor::Pam]);
+    assert_eq!(staff.clients, vec!["vpn".to_string()]);
+    assert_eq!(staff.second_factor, SecondFactor::Required);
+    assert_eq!(staff.enroll_by.unwrap().to_string(), "2027-04-01");
+    assert!(staff.enroll_at_login);
+    assert!(config.policy[1].doors.is_empty() && config.policy[1].clients.is_empty());
+    assert_eq!(config.policy[1].second_factor, SecondFactor::Exempt);
+    assert!(!config.radius.unwrap().clients[0].pam_host);
+
+    let cases = [
+        (
+            "groups = []\nsecond_factor = \"optional\"\n",
+            "policy[0].groups",
+            "at least one group",
+        ),
+        (
+            "groups = [\"g\"]\nsecond_factor = \"sometimes\"\n",
+            "policy[0].second_factor",
+            "unknown value",
+        ),
+        (
+            "groups = [\"g\"]\n",
+            "policy[0]",
+            "`second_factor` is required",
+        ),
+        (
+            "groups = [\"g\"]\nsecond_factor = \"optional\"\ndoors = [\"portal\"]\n",
+            "policy[0].doors",
+            "not a door",
+        ),
+        (
+            "groups = [\"g\"]\nsecond_factor = \"optional\"\ndoors = [\"vpn\"]\n",
+            "policy[0].doors",
+            "unknown door",
+        ),
+        (
+            "groups = [\"g\"]\nsecond_factor = \"optional\"\nclients = [\"wifi\"]\n",
+            "policy[0].clients",
+            "`wifi`",
+        ),
+        (
+            "groups = [\"g\"]\nsecond_factor = \"required\"\nenroll_by = \"2027-02-30\"\n",
+            "policy[0].enroll_by",
+            "YYYY-MM-DD",
+        ),
+        (
+            "groups = [\"g\"]\nsecond_factor = \"optional\"\nenroll_by = \"2027-02-01\"\n",
+            "policy[0].enroll_by",
+            "needs `second_factor = \"required\"`",
+        ),
+        (
+            "groups = [\"g\"]\nsecond_factor = \"exempt\"\nenroll_at_login = true\n",
+            "policy[0].enroll_at_login",
+            "needs `second_factor = \"required\"`",
+        ),
+        (
+            "groups = [\"g\"]\nsecond_factor = \"optional\"\nwhen = \"always\"\n",
+            "",
+            "when",
+        ),
+    ];
+    for (rule, key, message) in cases {
+        let text = format!("{head}[[policy]]\n{rule}");
+        let err = parse(dir.path(), &text).unwrap_err();
+        if !key.is_empty() {
+            assert_eq!(err.key.as_deref(), Some(key), "{rule}: {err}");
+            assert!(err.line.is_some_and(|l| l >= 7), "{rule}: {err}");
+        }
+        assert!(err.to_string().contains(message), "{rule}: {err}");
+    }
+}
+
+#[test]
 fn directory_cache_for_defaults_to_a_minute_and_zero_turns_it_off() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "ldap.secret", b"pw", 0o600);

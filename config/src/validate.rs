@@ -154,6 +154,8 @@ pub(crate) fn validate(
             Ok(key)
         })
         .transpose()?;
+    let radius = raw.radius.map(|r| radius(&cx, r)).transpose()?;
+    let policy = policy(&cx, raw.policy, radius.as_ref())?;
     Ok(Config {
         path: path.to_path_buf(),
         directory,
@@ -176,7 +178,7 @@ pub(crate) fn validate(
             file: raw.audit.file.map(|p| cx.path(&p)),
             keep: cx.duration("audit", "keep", raw.audit.keep.as_ref(), DEFAULT_AUDIT_KEEP)?,
         },
-        radius: raw.radius.map(|r| radius(&cx, r)).transpose()?,
+        radius,
         pam: raw.pam.map(|p| pam(&cx, p)).transpose()?,
         portal: raw.portal.map(|p| portal(&cx, p)).transpose()?,
         metrics: raw
@@ -191,7 +193,107 @@ pub(crate) fn validate(
         control: raw.control.map(|c| ControlConfig {
             socket: cx.path(&c.socket),
         }),
+        policy,
     })
+}
+
+/// `[[policy]]`: each rule names at least one group, known doors and clients, and a
+/// deadline or first-login enrollment only where they mean something (`required`).
+fn policy(
+    cx: &Ctx<'_>,
+    rules: Vec<raw::RawPolicy>,
+    radius: Option<&RadiusConfig>,
+) -> Result<Vec<PolicyRule>, ConfigError> {
+    const S: &str = "policy";
+    let mut out = Vec::with_capacity(rules.len());
+    for (i, r) in rules.into_iter().enumerate() {
+        let err = |key: Option<&str>, m: String| cx.err(S, Some(i), key, m);
+        if r.groups.is_empty() || r.groups.iter().any(|g| g.trim().is_empty()) {
+            return Err(err(
+                Some("groups"),
+                "name at least one group (a DN or a name, as the directory's groups attribute gives it)".into(),
+            ));
+        }
+        let second_factor = match r.second_factor.as_deref() {
+            Some("required") => SecondFactor::Required,
+            Some("optional") => SecondFactor::Optional,
+            Some("exempt") => SecondFactor::Exempt,
+            Some(other) => {
+                return Err(err(
+                    Some("second_factor"),
+                    format!(
+                        "unknown value `{other}`; use \"required\", \"optional\" or \"exempt\""
+                    ),
+                ));
+            }
+            None => return Err(err(None, "`second_factor` is required".into())),
+        };
+        let mut doors = Vec::new();
+        for d in r.doors.unwrap_or_default() {
+            let door = match d.as_str() {
+                "radius" => PolicyDoor::Radius,
+                "pam" => PolicyDoor::Pam,
+                "portal" => {
+                    return Err(err(
+                        Some("doors"),
+                        "the portal is not a door for `[[policy]]`: it always asks an enrolled user for a code and lets one without a factor set one up; it shows the policy of the other doors".into(),
+                    ));
+                }
+                other => {
+                    return Err(err(
+                        Some("doors"),
+                        format!("unknown door `{other}`; use \"radius\" or \"pam\""),
+                    ));
+                }
+            };
+            if !doors.contains(&door) {
+                doors.push(door);
+            }
+        }
+        let clients = r.clients.unwrap_or_default();
+        for c in &clients {
+            if !radius.is_some_and(|r| r.clients.iter().any(|k| &k.name == c)) {
+                return Err(err(
+                    Some("clients"),
+                    format!("no [[radius.clients]] is named `{c}`"),
+                ));
+            }
+        }
+        let enroll_by = r
+            .enroll_by
+            .map(|d| Date::parse(&d).map_err(|m| err(Some("enroll_by"), m)))
+            .transpose()?;
+        let enroll_at_login = r.enroll_at_login.unwrap_or(false);
+        if second_factor != SecondFactor::Required {
+            if enroll_by.is_some() {
+                return Err(err(
+                    Some("enroll_by"),
+                    format!(
+                        "a deadline needs `second_factor = \"required\"`, not \"{}\"",
+                        second_factor.as_str()
+                    ),
+                ));
+            }
+            if enroll_at_login {
+                return Err(err(
+                    Some("enroll_at_login"),
+                    format!(
+                        "enrollment at the login needs `second_factor = \"required\"`, not \"{}\"",
+                        second_factor.as_str()
+                    ),
+                ));
+            }
+        }
+        out.push(PolicyRule {
+            groups: r.groups,
+            doors,
+            clients,
+            second_factor,
+            enroll_by,
+            enroll_at_login,
+        });
+    }
+    Ok(out)
 }
 
 /// `p` as written in the file at `config`: relative paths are relative to its directory.
@@ -781,6 +883,7 @@ fn radius(cx: &Ctx<'_>, r: raw::RawRadius) -> Result<RadiusConfig, ConfigError> 
             trust_calling_station: c.trust_calling_station.unwrap_or(false),
             reject_reasons: c.reject_reasons.unwrap_or(false),
             limit_proxy_state: c.limit_proxy_state.unwrap_or(true),
+            pam_host: c.pam_host.unwrap_or(false),
         });
     }
     let mut groups = Vec::with_capacity(r.groups.len());

@@ -11,6 +11,7 @@
 //! - [`import`]: reading TOTP secrets from other systems' files (otpauth URIs,
 //!   google-authenticator, PSKC, CSV), pure.
 //! - [`secret`]: sealing TOTP secrets, keyed hashes of codes and devices.
+//! - [`policy`]: `[[policy]]` rules by group: who needs a second factor, where.
 //! - [`qr`]: QR codes for enrollment (terminal, PNG, SVG).
 //! - [`mail`]: SMTP and the texts mailed.
 //! - [`audit`]: the audit trail.
@@ -34,6 +35,7 @@ pub mod error;
 pub mod import;
 pub mod mail;
 pub mod otp;
+pub mod policy;
 pub mod qr;
 pub mod random;
 pub mod secret;

@@ -94,7 +94,10 @@ impl<H: PamHandle + ?Sized> Run<'_, H> {
         let mut prompts = 0;
         loop {
             match outcome {
-                Outcome::LetIn { how } => {
+                Outcome::LetIn { how, notice } => {
+                    if let Some(notice) = notice {
+                        self.show(&notice)?;
+                    }
                     self.handle.log(
                         Level::Notice,
                         &format!("accepted user {} ({how})", login.user),
@@ -113,9 +116,7 @@ impl<H: PamHandle + ?Sized> Run<'_, H> {
                     }
                     prompts += 1;
                     if let Some(message) = message {
-                        self.handle
-                            .info(&printable(&message))
-                            .map_err(|e| self.conv_failed(&e))?;
+                        self.show(&message)?;
                     }
                     let answer = self
                         .handle
@@ -128,6 +129,16 @@ impl<H: PamHandle + ?Sized> Run<'_, H> {
                 }
             }
         }
+    }
+
+    /// Shows server or core text (made printable) as PAM_TEXT_INFO messages of at most
+    /// [`MAX_INFO`] bytes each, split at line ends (an enrollment's QR code is longer
+    /// than one message may be).
+    fn show(&mut self, text: &str) -> Result<(), PamCode> {
+        for part in info_messages(&printable(text)) {
+            self.handle.info(&part).map_err(|e| self.conv_failed(&e))?;
+        }
+        Ok(())
     }
 
     /// The user name, checked: UTF-8, 1..=128 bytes, no whitespace or control
@@ -275,12 +286,44 @@ impl<H: PamHandle + ?Sized> Run<'_, H> {
     }
 }
 
+/// The longest text shown in one PAM message, in bytes (Linux-PAM's PAM_MAX_MSG_SIZE
+/// is 512, with its NUL).
+pub const MAX_INFO: usize = 500;
+/// The longest text shown for one outcome, in characters: an enrollment's QR code
+/// and secret fit.
+const MAX_SHOWN: usize = 6000;
+
 /// Server text made safe to show: control characters other than newline removed,
-/// at most 512 characters.
+/// at most [`MAX_SHOWN`] characters.
 fn printable(text: &str) -> String {
     text.chars()
         .filter(|c| *c == '\n' || !c.is_control())
-        .take(512)
+        .take(MAX_SHOWN)
+        .collect()
+}
+
+/// `text` in messages of at most [`MAX_INFO`] bytes, split after whole lines (a line
+/// longer than that alone is split at a character boundary).
+fn info_messages(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for line in text.split_inclusive('\n') {
+        if !current.is_empty() && current.len() + line.len() > MAX_INFO {
+            out.push(std::mem::take(&mut current));
+        }
+        for c in line.chars() {
+            if current.len() + c.len_utf8() > MAX_INFO {
+                out.push(std::mem::take(&mut current));
+            }
+            current.push(c);
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out.into_iter()
+        .map(|m| m.trim_end_matches('\n').to_string())
+        .filter(|m| !m.is_empty())
         .collect()
 }
 

@@ -155,7 +155,10 @@ fn need_code() -> Result<Outcome, BackendError> {
 }
 
 fn accepted() -> Result<Outcome, BackendError> {
-    Ok(Outcome::LetIn { how: "totp".into() })
+    Ok(Outcome::LetIn {
+        how: "totp".into(),
+        notice: None,
+    })
 }
 
 fn denied() -> Result<Outcome, BackendError> {
@@ -262,6 +265,7 @@ fn try_first_pass_prompts_only_without_an_earlier_password() {
             None,
             Ok(Outcome::LetIn {
                 how: "trusted-device".into(),
+                notice: None,
             }),
         )],
     );
@@ -453,6 +457,7 @@ fn remember_passes_a_plausible_remote_host_only() {
     let trusted = || {
         Ok(Outcome::LetIn {
             how: "trusted-device".into(),
+            notice: None,
         })
     };
     let code = run(
@@ -489,5 +494,63 @@ fn a_failed_conversation_is_conv_err() {
 #[test]
 fn server_text_is_made_printable() {
     assert_eq!(printable("a\u{1b}[2Jb\nc"), "a[2Jb\nc");
-    assert_eq!(printable(&"x".repeat(600)).len(), 512);
+    // Bounded, with room for an enrollment's QR code and secret.
+    assert_eq!(printable(&"x".repeat(9000)).len(), MAX_SHOWN);
+}
+
+#[test]
+fn a_notice_is_shown_before_letting_in() {
+    let mut h = FakeHandle::new(vec![Conv::Info("before 2999-01-01")]);
+    let code = run(
+        &mut h,
+        &[],
+        vec![Call::Begin(
+            None,
+            None,
+            Ok(Outcome::LetIn {
+                how: "before-deadline".into(),
+                notice: Some("Set up your second factor at https://p before 2999-01-01.".into()),
+            }),
+        )],
+    );
+    assert_eq!(code, PamCode::Success);
+}
+
+#[test]
+fn an_enrollment_longer_than_one_message_is_shown_in_parts_then_prompted() {
+    // A QR code's worth of lines: 30 lines of 150 bytes, then the secret.
+    let qr_line = "▀▄█ ".repeat(15);
+    let mut text = String::from("A second factor is required.\n");
+    for _ in 0..30 {
+        text.push_str(&qr_line);
+        text.push('\n');
+    }
+    text.push_str("Secret: ABCDEFGH\n");
+    let parts = info_messages(&printable(&text));
+    assert!(parts.len() > 1, "{}", parts.len());
+    assert!(parts.iter().all(|p| p.len() <= MAX_INFO));
+    assert_eq!(parts.join("\n"), text.trim_end());
+    let mut script: Vec<Conv> = parts.iter().map(|_| Conv::Info("")).collect();
+    script.push(Conv::Prompt(OTP_PROMPT, "123456"));
+    let mut h = FakeHandle::new(script);
+    let code = run(
+        &mut h,
+        &[],
+        vec![
+            Call::Begin(
+                None,
+                None,
+                Ok(Outcome::NeedCode {
+                    message: Some(text.clone()),
+                }),
+            ),
+            Call::Answer("123456", accepted()),
+        ],
+    );
+    assert_eq!(code, PamCode::Success);
+    // A single line longer than a message is split at a character boundary.
+    let long = "█".repeat(400);
+    let parts = info_messages(&long);
+    assert_eq!(parts.concat(), long);
+    assert!(parts.iter().all(|p| p.len() <= MAX_INFO));
 }

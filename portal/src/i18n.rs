@@ -224,6 +224,30 @@ const CATALOGUE: &[(&str, &str, &str)] = &[
         "信頼済みのブラウザと端末",
     ),
     ("home.none", "none", "なし"),
+    (
+        "policy.title",
+        "Where a second factor is needed",
+        "二要素認証が必要な場所",
+    ),
+    (
+        "policy.radius",
+        "VPN, Wi-Fi and network (RADIUS)",
+        "VPN・無線LAN・ネットワーク機器 (RADIUS)",
+    ),
+    (
+        "policy.pam",
+        "SSH and Linux logins (PAM)",
+        "SSH・Linux ログイン (PAM)",
+    ),
+    ("policy.via", "through {client}", "{client} 経由"),
+    ("policy.required", "required", "必須"),
+    ("policy.optional", "asked if set up", "設定済みなら必要"),
+    ("policy.exempt", "not needed", "不要"),
+    (
+        "policy.enroll_by",
+        "password only until {date} (UTC): set up your second factor before then",
+        "{date} (UTC) まではパスワードのみ: それまでに二要素認証を設定してください",
+    ),
     ("home.next", "Next steps", "次の手順"),
     (
         "home.step_address",

@@ -124,6 +124,7 @@ mod tests {
             trust_calling_station: false,
             reject_reasons: false,
             limit_proxy_state: true,
+            pam_host: false,
         }
     }
 

@@ -14,12 +14,12 @@
 
 use std::sync::Arc;
 
-use otpgate_config::{RadiusClient, RadiusConfig, RadiusGroup, RadiusMode, Unenrolled};
+use otpgate_config::{PolicyDoor, RadiusClient, RadiusConfig, RadiusGroup, RadiusMode};
 use otpgate_core::audit::{Door, Method, Outcome, RequestContext};
 use otpgate_core::directory::UserEntry;
 use otpgate_core::service::{
-    Answer, ContinueRequest, Credential, DeviceId, DoorPolicy, LoginRequest, LoginStep, NoFactor,
-    PendingLogin, texts,
+    Answer, ContinueRequest, Credential, DeviceId, DoorPolicy, LoginRequest, LoginStep,
+    PendingLogin, PolicyPlace, texts,
 };
 use otpgate_core::user::UserName;
 use otpgate_core::{Core, CoreError, Refusal};
@@ -54,13 +54,18 @@ pub enum Decision {
         user: String,
         attributes: Vec<ReplyAttribute>,
         log: String,
+        /// A notice for the user (Reply-Message): where to enroll, before a deadline.
+        message: Option<String>,
     },
-    /// Sent after the reject delay, with a generic Reply-Message only (and, for a
-    /// client with `reject_reasons`, the `reason` in an otpgate vendor attribute).
+    /// Sent after the reject delay, with a generic Reply-Message (and, for a client
+    /// with `reject_reasons`, the `reason` in an otpgate vendor attribute).
     Reject {
         user: String,
         log: String,
         reason: Option<&'static str>,
+        /// In place of the generic Reply-Message: only for a user whose password was
+        /// right and who has no second factor, told where to enroll (SPEC §5).
+        message: Option<String>,
     },
     Challenge {
         user: String,
@@ -135,6 +140,7 @@ async fn decide(
             user: shown.to_string(),
             log,
             reason: None,
+            message: None,
         });
     }
     let user = match UserName::from_bytes(&request.user_name) {
@@ -176,10 +182,6 @@ async fn decide(
             None,
         ),
     };
-    let no_factor = match config.unenrolled {
-        Unenrolled::PasswordOnly => NoFactor::Admit,
-        Unenrolled::Reject => NoFactor::Refuse,
-    };
     let step = core
         .login(LoginRequest {
             user: user.clone(),
@@ -189,9 +191,23 @@ async fn decide(
             device,
             remember,
             policy: DoorPolicy {
-                no_factor,
+                // `[[policy]]` by client; a pam_otpgate host's requests are the door "pam".
+                place: Some(PolicyPlace {
+                    door: if client.pam_host {
+                        PolicyDoor::Pam
+                    } else {
+                        PolicyDoor::Radius
+                    },
+                    client: Some(client.name.clone()),
+                }),
+                nullok: false,
                 // An append-mode NAS may not show a challenge; a vouching PAM host does.
                 can_ask: config.mode != RadiusMode::Append || client.password_checked_by_client,
+                // A QR code, its secret and the prompt take more than one RADIUS packet
+                // may carry (about 6 kB for a long otpauth URI, over the 4096-byte
+                // limit), so enrollment at the login is direct mode's only: a PAM host
+                // in server mode is refused with the portal's URL, like a NAS.
+                can_enroll: false,
             },
         })
         .await?;
@@ -254,11 +270,46 @@ async fn step_to_decision(
             user: user.to_string(),
             attributes: reply_attributes(&config.groups, accepted.entry()),
             log: accepted.factor().method().to_string(),
+            message: accepted.notice().map(str::to_string),
         },
         LoginStep::NeedCode { pending, notice } => {
             challenge(core, client, &pending, notice.as_ref().map(texts::delivery)).await?
         }
+        // Never asked for (`can_enroll` is off here); refused like any user without a
+        // factor, should it come.
+        LoginStep::Refused(Refusal::NotEnrolled) | LoginStep::Enroll { .. } => {
+            not_enrolled(core, config, client, user.as_str()).await?
+        }
         LoginStep::Refused(r) => reject(user.as_str(), r.to_string(), &r),
+    })
+}
+
+/// A user whose password was right, with no second factor that their policy requires:
+/// told where to enroll (SPEC §5) — in a reject, or, in `challenge` mode for a NAS, in
+/// an Access-Challenge whose answer ends in a reject (its State is never parked). A
+/// pam_otpgate host with `reject_reasons` gets the plain reject with its reason
+/// (`nullok` decides there).
+async fn not_enrolled(
+    core: &Core,
+    config: &RadiusConfig,
+    client: &RadiusClient,
+    user: &str,
+) -> Result<Decision, CoreError> {
+    let message = texts::enroll_at(core.settings().portal_url.as_deref());
+    if config.mode == RadiusMode::Challenge && !client.password_checked_by_client {
+        return Ok(Decision::Challenge {
+            user: user.to_string(),
+            state: core.random_id()?.into_bytes(),
+            message,
+            log: "no second factor: told where to enroll".into(),
+        });
+    }
+    let refusal = Refusal::NotEnrolled;
+    Ok(Decision::Reject {
+        user: user.to_string(),
+        log: refusal.to_string(),
+        reason: reject_reason(&refusal),
+        message: (!client.reject_reasons).then_some(message),
     })
 }
 
@@ -284,6 +335,7 @@ fn reject(user: &str, log: String, refusal: &Refusal) -> Decision {
         user: user.to_string(),
         log,
         reason: reject_reason(refusal),
+        message: None,
     }
 }
 
@@ -308,20 +360,7 @@ pub fn reject_reason(refusal: &Refusal) -> Option<&'static str> {
     }
 }
 
-/// Whether a directory group value (`memberOf`: a DN such as
-/// `cn=vpn-staff,ou=groups,dc=example,dc=org`, or a plain name) is the configured
-/// `group`, which may be written as the whole DN or as the name (the first RDN's
-/// value). Compared without case, as LDAP compares these.
-pub fn group_matches(member_of: &str, group: &str) -> bool {
-    if member_of.trim().eq_ignore_ascii_case(group.trim()) {
-        return true;
-    }
-    let first_rdn = member_of.split(',').next().unwrap_or_default();
-    match first_rdn.split_once('=') {
-        Some((_, name)) => name.trim().eq_ignore_ascii_case(group.trim()),
-        None => false,
-    }
-}
+pub use otpgate_core::policy::group_matches;
 
 /// The reply attributes for the groups the user is in, in configuration order.
 pub fn reply_attributes(groups: &[RadiusGroup], entry: &UserEntry) -> Vec<ReplyAttribute> {
@@ -349,21 +388,6 @@ pub fn reply_attributes(groups: &[RadiusGroup], entry: &UserEntry) -> Vec<ReplyA
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn groups_match_by_dn_or_name_without_case() {
-        let dn = "cn=vpn-staff,ou=groups,dc=example,dc=org";
-        assert!(group_matches(dn, "vpn-staff"));
-        assert!(group_matches(dn, "VPN-Staff"));
-        assert!(group_matches(
-            dn,
-            "CN=vpn-staff,ou=groups,dc=example,dc=org"
-        ));
-        assert!(group_matches("vpn-staff", "vpn-staff"));
-        assert!(!group_matches(dn, "vpn"));
-        assert!(!group_matches(dn, "groups"));
-        assert!(!group_matches("cn=vpn-staff-x,ou=groups", "vpn-staff"));
-    }
 
     fn accepted(groups: &[&str]) -> UserEntry {
         UserEntry {

@@ -524,12 +524,18 @@ fn outcome_of(decision: Decision, client: &otpgate_config::RadiusClient) -> Outc
             user,
             attributes,
             log,
+            message,
         } => match encode_attributes(&attributes) {
-            Ok(attrs) => Outcome {
+            Ok(mut attrs) => Outcome {
+                reply: Some((Code::AccessAccept, {
+                    if let Some(m) = &message {
+                        attrs.extend(Attribute::reply_messages(m));
+                    }
+                    attrs
+                })),
                 result: "accept",
                 user,
                 reason: log,
-                reply: Some((Code::AccessAccept, attrs)),
                 backend: None,
                 drop_reason: "",
             },
@@ -544,8 +550,13 @@ fn outcome_of(decision: Decision, client: &otpgate_config::RadiusClient) -> Outc
                 drop_reason: "encode_error",
             },
         },
-        Decision::Reject { user, log, reason } => {
-            let mut attrs = Attribute::reply_messages(REJECT_MESSAGE);
+        Decision::Reject {
+            user,
+            log,
+            reason,
+            message,
+        } => {
+            let mut attrs = Attribute::reply_messages(message.as_deref().unwrap_or(REJECT_MESSAGE));
             if let Some(reason) = reason.filter(|_| client.reject_reasons) {
                 // A short constant: always fits a vendor attribute.
                 if let Ok(a) = Attribute::vendor_specific(

@@ -106,5 +106,5 @@ pub use redis::{Redis, RedisCluster, RedisOptions, RedisSentinel, Resp, Sentinel
 pub use serve::{OtpgateServe, radius_section, write_radius_secret};
 pub use slapd::{Slapd, SlapdOptions};
 pub use smtp::{SinkTls, SmtpSink};
-pub use sshd::{LocalUser, SshLogin, Sshd, ssh_login};
+pub use sshd::{APP_CODE, LocalUser, SshLogin, Sshd, ssh_login};
 pub use users::{ALICE, ALICEX, BOB, CAROL, DAVE, TestUser, TestUserSpec, USERS, WEIRD};

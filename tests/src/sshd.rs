@@ -26,18 +26,28 @@ use crate::process::ServerProcess;
 /// The keyboard-interactive client: answers each prompt with the next answer, prints
 /// one JSON line with the result and every prompt and instruction seen.
 const CLIENT: &str = r#"
-import json, socket, sys
+import base64, hashlib, hmac, json, re, socket, struct, sys, time
 import paramiko
 port, user = int(sys.argv[1]), sys.argv[2]
 answers = sys.argv[3:]
 seen = []
+def app_code(text):
+    # What an authenticator app shows for the secret printed in `text`, now.
+    secret = re.search(r"Secret: ([A-Z2-7]+)", text).group(1)
+    key = base64.b32decode(secret + "=" * (-len(secret) % 8))
+    mac = hmac.new(key, struct.pack(">Q", int(time.time()) // 30), hashlib.sha1).digest()
+    at = mac[-1] & 15
+    return "%06d" % ((struct.unpack(">I", mac[at:at + 4])[0] & 0x7FFFFFFF) % 1000000)
 def handler(title, instructions, prompts):
     if instructions:
         seen.append({"info": instructions})
     replies = []
     for prompt, _echo in prompts:
         seen.append({"prompt": prompt})
-        replies.append(answers.pop(0) if answers else "")
+        answer = answers.pop(0) if answers else ""
+        if answer == APP_CODE:
+            answer = app_code(instructions + "\n" + prompt)
+        replies.append(answer)
     return replies
 sock = socket.create_connection(("127.0.0.1", port), timeout=20)
 t = paramiko.Transport(sock)
@@ -169,14 +179,24 @@ pub struct SshLogin {
     pub output: String,
 }
 
+/// An answer for [`ssh_login`]: the code an authenticator app would show now for the
+/// secret printed in the prompt's text (`Secret: BASE32`), as a user who enrolls at
+/// the first login types it.
+pub const APP_CODE: &str = "@app-code";
+
 /// Logs in as `user` with keyboard-interactive, answering prompts with `answers` in
-/// order (then empty strings).
+/// order (then empty strings); an answer [`APP_CODE`] is computed from the prompt.
 pub fn ssh_login(port: u16, user: &str, answers: &[&str]) -> Result<SshLogin> {
     let python = require_python_modules(&["paramiko"], &["python3-paramiko"])?;
     // sshd runs PAM under pam_wrapper in the process it starts for this connection.
     let _turn = pam_wrapper_turn();
     let out = Command::new(python)
-        .args(["-c", CLIENT, &port.to_string(), user])
+        .args([
+            "-c",
+            &CLIENT.replace("APP_CODE", &format!("{APP_CODE:?}")),
+            &port.to_string(),
+            user,
+        ])
         .args(answers)
         .output()
         .map_err(|e| HarnessError::io("running the ssh client", e))?;

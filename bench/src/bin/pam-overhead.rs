@@ -27,7 +27,7 @@ use otpgate_core::otp::totp::{self, TotpParams};
 use otpgate_core::random::OsRandom;
 use otpgate_core::secret::TotpSecret;
 use otpgate_core::service::{
-    CoreConfig, Credential, DeviceId, DoorPolicy, LoginRequest, LoginStep, NoFactor,
+    CoreConfig, Credential, DeviceId, DoorPolicy, LoginRequest, LoginStep, PolicyPlace,
 };
 use otpgate_core::user::UserName;
 use otpgate_radius_proto::{AccessRequestParams, Client, Reply, Secret};
@@ -172,8 +172,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     device: Some(device.clone()),
                     remember: false,
                     policy: DoorPolicy {
-                        no_factor: NoFactor::Refuse,
+                        place: Some(PolicyPlace {
+                            door: otpgate_config::PolicyDoor::Radius,
+                            client: None,
+                        }),
+                        nullok: false,
                         can_ask: true,
+                        can_enroll: false,
                     },
                 })
                 .await?;

@@ -58,6 +58,10 @@ pub enum Method {
     TrustedDevice,
     /// A user with no second factor let in by policy.
     NotEnrolled,
+    /// A user let in with the password alone: their policy is `exempt`.
+    Exempt,
+    /// A user with no second factor let in with a notice: `required`, before `enroll_by`.
+    BeforeDeadline,
     /// The answer to a RADIUS challenge (its State).
     Challenge,
     /// A login as a whole (a backend failure, before any step could be named).
@@ -103,6 +107,8 @@ impl Method {
             Method::ResetLink => "reset-link",
             Method::TrustedDevice => "trusted-device",
             Method::NotEnrolled => "not-enrolled",
+            Method::Exempt => "exempt",
+            Method::BeforeDeadline => "before-deadline",
             Method::Challenge => "challenge",
             Method::Login => "login",
             Method::Chap => "chap",

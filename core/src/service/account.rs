@@ -13,6 +13,7 @@ use crate::clock::Timestamp;
 use crate::error::{CoreError, Refusal};
 use crate::mail::texts;
 use crate::otp::totp;
+use crate::policy::PlaceRequirement;
 use crate::random;
 use crate::secret::TotpSecret;
 use crate::store::{
@@ -69,6 +70,9 @@ pub struct UserStatus {
     pub tokens: Vec<super::TokenInfo>,
     pub display_name: Option<String>,
     pub groups: Vec<String>,
+    /// What `[[policy]]` asks of this user at each door (and at each RADIUS client
+    /// where a rule narrows by client), with any enrollment deadline.
+    pub policy: Vec<PlaceRequirement>,
 }
 
 /// The state machine of SPEC §2, from what the directory and the store say.
@@ -137,6 +141,7 @@ impl Core {
             tokens: account
                 .map(|a| self.token_infos(a, user))
                 .unwrap_or_default(),
+            policy: self.settings.policy.describe(&entry.groups),
             display_name: entry.display_name,
             groups: entry.groups,
         })

@@ -6,9 +6,10 @@
 //!                   · Password: one bind      · locked? refuse        (one atomic
 //!                   · PasswordWithCode:       · trusted device?         store step,
 //!                     split decided first       accept                  lock checked
-//!                     (which tail is a valid  · no factor? the door's   in it)
-//!                     unused code), then        policy: admit/refuse
-//!                     one bind                · else ask for a code ─► NeedCode
+//!                     (which tail is a valid  · policy: exempt? accept   in it)
+//!                     unused code), then      · no factor? by policy:
+//!                     one bind                  admit/notice/enroll/refuse
+//!                                             · else ask for a code ─► NeedCode
 //!                   · Vouched: a lookup                                 (PendingLogin)
 //!                                                   ▲
 //!  PendingLogin + Answer ─► lookup (before anything is consumed) ─┘  continue_login
@@ -28,7 +29,7 @@
 
 use std::sync::Arc;
 
-use otpgate_config::PasswordVouch;
+use otpgate_config::{Date, PasswordVouch, PolicyDoor};
 use zeroize::Zeroizing;
 
 use super::Core;
@@ -39,6 +40,7 @@ use super::login::{
 use crate::audit::{Method, Outcome, RequestContext};
 use crate::directory::{PasswordCheck, UserEntry};
 use crate::error::{CoreError, Refusal};
+use crate::policy::{Place, Requirement, WithoutFactor};
 use crate::random;
 use crate::store::{CodeSlot, StoreBackend, UserRecord};
 use crate::user::UserName;
@@ -64,6 +66,41 @@ pub mod texts {
                     .to_string()
             }
         }
+    }
+
+    /// Where a user with no second factor is sent (a refusal, RADIUS and PAM).
+    pub fn enroll_at(portal_url: Option<&str>) -> String {
+        match portal_url {
+            Some(url) => format!("A second factor is required: set it up at {url}"),
+            None => "A second factor is required: set it up in the self-service portal.".into(),
+        }
+    }
+
+    /// The notice for a user let in before their enrollment deadline.
+    pub fn enroll_before(portal_url: Option<&str>, by: otpgate_config::Date) -> String {
+        match portal_url {
+            Some(url) => format!("Set up your second factor at {url} before {by}."),
+            None => format!("Set up your second factor in the self-service portal before {by}."),
+        }
+    }
+
+    /// What a terminal shows for an enrollment at the first login: the QR code of the
+    /// `otpauth://` URI, the secret, and the warning if recovery will need the helpdesk.
+    pub fn enroll_now(qr: &str, secret: &str, warning: Option<&str>) -> String {
+        let mut text = String::from(
+            "A second factor is required. Scan this QR code with an authenticator app, \
+             or enter the secret by hand, then type the code the app shows.\n",
+        );
+        text.push_str(qr.trim_end());
+        text.push_str("\nSecret: ");
+        text.push_str(secret);
+        text.push('\n');
+        if let Some(w) = warning {
+            text.push_str("Note: ");
+            text.push_str(w);
+            text.push('\n');
+        }
+        text
     }
 
     /// A prompt with a notice before it.
@@ -131,25 +168,43 @@ impl Answer {
     }
 }
 
-/// What a door lets a user with no second factor do (no app, no notification address).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoFactor {
-    /// Refused, and told so.
-    Refuse,
-    /// Let in with the password alone (RADIUS `unenrolled = "password-only"`, PAM
-    /// `nullok`, the portal's set-up session): an [`Accepted`] with
-    /// [`Factor::NotEnrolled`], which the door maps as it must.
-    Admit,
+/// Where a login comes from, for the `[[policy]]` rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyPlace {
+    /// The door the rules are read for (a RADIUS client marked `pam_host` is "pam").
+    pub door: PolicyDoor,
+    /// The RADIUS client's name; `None` in PAM direct mode.
+    pub client: Option<String>,
 }
 
-/// What the door's protocol and settings allow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the door's protocol and settings allow; the flow decides the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DoorPolicy {
-    /// A user with no second factor.
-    pub no_factor: NoFactor,
+    /// Where the login comes from: `[[policy]]` decides who needs a second factor.
+    /// `None` (the portal): an enrolled user is always asked; one with no factor is
+    /// admitted (as [`Factor::NotEnrolled`]) to set one up.
+    pub place: Option<PolicyPlace>,
+    /// PAM `nullok`: a user with no second factor is admitted as
+    /// [`Factor::NotEnrolled`] (and passed on by the module) whatever the rule says.
+    pub nullok: bool,
     /// Whether the door can ask for a code after the password (a challenge, a prompt,
     /// a page). When it cannot (a RADIUS `append` NAS), a password alone is refused.
     pub can_ask: bool,
+    /// Whether the door can show a new app secret and take its code (a terminal: the
+    /// PAM module), for a rule with `enroll_at_login`.
+    pub can_enroll: bool,
+}
+
+impl DoorPolicy {
+    /// The portal's: no `[[policy]]`; a user with no factor goes to set-up.
+    pub fn portal() -> Self {
+        Self {
+            place: None,
+            nullok: false,
+            can_ask: true,
+            can_enroll: false,
+        }
+    }
 }
 
 /// One login request.
@@ -191,6 +246,9 @@ pub struct PendingLogin {
     /// through the store (then it is looked up again, before anything is consumed).
     #[serde(skip)]
     entry: Option<UserEntry>,
+    /// A first-login enrollment: the answer confirms the pending app secret.
+    #[serde(default)]
+    enrolling: bool,
 }
 
 impl PendingLogin {
@@ -212,6 +270,13 @@ pub enum LoginStep {
     },
     /// The answer is no (audited).
     Refused(Refusal),
+    /// Enrollment at the first login: show `shown` (the QR code and the secret of a
+    /// new, pending app) and ask for a code from it; the answer confirms the app and
+    /// logs the user in (through [`Core::continue_login`]).
+    Enroll {
+        pending: PendingLogin,
+        shown: String,
+    },
 }
 
 impl Core {
@@ -323,6 +388,7 @@ impl Core {
             user,
             vouched_by,
             entry: Some(entry.clone()),
+            enrolling: false,
         };
         self.after_password(
             pending,
@@ -368,10 +434,18 @@ impl Core {
                 }
             },
         };
+        if pending.enrolling {
+            return self
+                .finish_enrollment(pending, entry, answer, &ctx, device.as_ref(), remember)
+                .await;
+        }
         let record = self.store.load(&pending.user, self.now()).await?;
+        // A later round asks for a code: the policy was applied in the first round.
         let policy = DoorPolicy {
-            no_factor: NoFactor::Refuse,
+            place: None,
+            nullok: false,
             can_ask: true,
+            can_enroll: false,
         };
         self.after_password(
             pending,
@@ -433,19 +507,28 @@ impl Core {
                             .await;
                     }
                 }
+                let requirement = match &policy.place {
+                    Some(place) => self.settings.policy.evaluate(
+                        Place {
+                            door: place.door,
+                            client: place.client.as_deref(),
+                        },
+                        &entry.groups,
+                    ),
+                    None => Requirement::Optional,
+                };
+                if requirement == Requirement::Exempt {
+                    return self
+                        .accept(&pending, entry, Factor::Exempt, ctx, None, version)
+                        .await;
+                }
                 let account = record.account.as_ref();
                 let has_app = account.is_some_and(super::tokens::has_token);
                 let has_address = account.is_some_and(|a| a.notification_address.is_some());
                 if !has_app && !has_address {
-                    return match policy.no_factor {
-                        NoFactor::Admit => {
-                            self.accept(&pending, entry, Factor::NotEnrolled, ctx, None, version)
-                                .await
-                        }
-                        NoFactor::Refuse => Ok(self
-                            .refuse(ctx, &user, Method::Password, Refusal::NotEnrolled)
-                            .await),
-                    };
+                    return self
+                        .without_factor(pending, entry, requirement, ctx, &policy, version)
+                        .await;
                 }
                 if !policy.can_ask {
                     return Ok(self
@@ -457,6 +540,96 @@ impl Core {
                     notice: None,
                 })
             }
+        }
+    }
+
+    /// A user with no second factor (no app, no notification address): `nullok`, then
+    /// the rule — let in, let in with a notice until the deadline, enrolled at the
+    /// login where the door can show it, or refused.
+    async fn without_factor(
+        &self,
+        mut pending: PendingLogin,
+        entry: UserEntry,
+        requirement: Requirement,
+        ctx: &RequestContext,
+        policy: &DoorPolicy,
+        version: u64,
+    ) -> Result<LoginStep, CoreError> {
+        let user = pending.user.clone();
+        if policy.nullok {
+            return self
+                .accept(&pending, entry, Factor::NotEnrolled, ctx, None, version)
+                .await;
+        }
+        let today = Date::from_unix(self.now().0);
+        match requirement.without_factor(today) {
+            WithoutFactor::Admit => {
+                self.accept(&pending, entry, Factor::NotEnrolled, ctx, None, version)
+                    .await
+            }
+            WithoutFactor::AdmitUntil(by) => {
+                let step = self
+                    .accept(&pending, entry, Factor::BeforeDeadline, ctx, None, version)
+                    .await?;
+                let notice = texts::enroll_before(self.settings.portal_url.as_deref(), by);
+                Ok(match step {
+                    LoginStep::Accepted(a) => LoginStep::Accepted(a.with_notice(notice)),
+                    other => other,
+                })
+            }
+            WithoutFactor::EnrollAtLogin if policy.can_enroll => {
+                // The portal's rules: an activated account (checked by `enroll`), a
+                // pending secret that only a code from it activates, audited, and the
+                // warning when recovery will need the helpdesk.
+                let enrollment = match self.enroll(&user, ctx).await {
+                    Ok(e) => e,
+                    Err(CoreError::Refused(r)) => return Ok(LoginStep::Refused(r)),
+                    Err(e) => return Err(e),
+                };
+                let qr = crate::qr::terminal(&enrollment.otpauth_uri)?;
+                let shown =
+                    texts::enroll_now(&qr, &enrollment.secret, enrollment.warning.as_deref());
+                pending.enrolling = true;
+                Ok(LoginStep::Enroll { pending, shown })
+            }
+            WithoutFactor::EnrollAtLogin | WithoutFactor::Refuse => Ok(self
+                .refuse(ctx, &user, Method::Password, Refusal::NotEnrolled)
+                .await),
+        }
+    }
+
+    /// The answer to a first-login enrollment: a code from the new app confirms it
+    /// (the portal's `confirm_enrollment`, audited there) and lets the user in.
+    async fn finish_enrollment(
+        &self,
+        pending: PendingLogin,
+        entry: UserEntry,
+        answer: Answer,
+        ctx: &RequestContext,
+        device: Option<&DeviceId>,
+        remember: bool,
+    ) -> Result<LoginStep, CoreError> {
+        let user = pending.user.clone();
+        let Answer::Code(code) = answer else {
+            // No mailed code for a user with no address: the keyword is a wrong answer.
+            return Ok(self
+                .refuse(ctx, &user, Method::EnrollConfirm, Refusal::WrongCode)
+                .await);
+        };
+        match self.confirm_enrollment(&user, &code, ctx).await {
+            Ok(verified) => {
+                let version = self
+                    .store
+                    .load(&user, self.now())
+                    .await?
+                    .account
+                    .map_or(0, |a| a.version);
+                let remember = device.filter(|_| remember);
+                self.accept(&pending, entry, verified.factor(), ctx, remember, version)
+                    .await
+            }
+            Err(CoreError::Refused(r)) => Ok(LoginStep::Refused(r)),
+            Err(e) => Err(e),
         }
     }
 
@@ -661,6 +834,7 @@ impl Core {
             user: user.clone(),
             vouched_by: None,
             entry: None,
+            enrolling: false,
         };
         self.accept(&pending, entry, Factor::ResetLink, ctx, None, 0)
             .await
@@ -718,6 +892,7 @@ impl Core {
             client: client.to_string(),
             by_client: pending.vouched_by.is_some(),
             created: now,
+            enrolling: pending.enrolling,
         };
         let bytes = serde_json::to_vec(&data).map_err(|e| CoreError::Internal(e.to_string()))?;
         self.store
@@ -754,7 +929,14 @@ impl Core {
             user: data.user,
             vouched_by: data.by_client.then_some(data.client),
             entry: None,
+            enrolling: data.enrolling,
         }))
+    }
+
+    /// A fresh random id (128 bits, hex) that is stored nowhere: the State of a
+    /// challenge whose answer can only end in a reject.
+    pub fn random_id(&self) -> Result<String, CoreError> {
+        random::hex_id::<16>(self.random.as_ref())
     }
 
     /// Ends a challenge (answered, or replaced).

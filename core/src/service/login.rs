@@ -71,8 +71,14 @@ pub enum Factor {
     /// A device the user trusted after an earlier login with a code.
     TrustedDevice,
     /// Nothing: the user has no second factor and the door's policy lets such users in
-    /// (RADIUS `password-only`, PAM `nullok`, the portal's set-up session).
+    /// (an `optional` policy, PAM `nullok`, the portal's set-up session).
     NotEnrolled,
+    /// Nothing, by policy: the user's `[[policy]]` rule is `exempt` (password alone,
+    /// even with a factor).
+    Exempt,
+    /// Nothing yet: the rule is `required` with an `enroll_by` date still ahead; the
+    /// accept carries a notice that says where to enroll and by when.
+    BeforeDeadline,
 }
 
 impl Factor {
@@ -84,6 +90,8 @@ impl Factor {
             Factor::ResetLink => Method::ResetLink,
             Factor::TrustedDevice => Method::TrustedDevice,
             Factor::NotEnrolled => Method::NotEnrolled,
+            Factor::Exempt => Method::Exempt,
+            Factor::BeforeDeadline => Method::BeforeDeadline,
         }
     }
 
@@ -120,6 +128,7 @@ pub struct Accepted {
     entry: UserEntry,
     factor: Factor,
     remembered: Option<String>,
+    notice: Option<String>,
 }
 
 impl Accepted {
@@ -134,7 +143,20 @@ impl Accepted {
             entry,
             factor,
             remembered,
+            notice: None,
         }
+    }
+
+    /// The same accept, with a notice for the user.
+    pub(super) fn with_notice(mut self, notice: String) -> Self {
+        self.notice = Some(notice);
+        self
+    }
+
+    /// What the door shows the user on the way in (e.g. "set up your second factor at
+    /// … before …"), if anything.
+    pub fn notice(&self) -> Option<&str> {
+        self.notice.as_deref()
     }
 
     /// The user let in.
@@ -441,4 +463,7 @@ pub(super) struct ChallengeData {
     pub(super) client: String,
     pub(super) by_client: bool,
     pub(super) created: Timestamp,
+    /// The login is a first-login enrollment: the answer confirms the pending app.
+    #[serde(default)]
+    pub(super) enrolling: bool,
 }

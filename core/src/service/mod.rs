@@ -25,6 +25,7 @@ use crate::directory::{Directory, UserEntry};
 use crate::error::{Backend, CoreError, Refusal};
 use crate::mail::Mailer;
 use crate::otp::totp::TotpParams;
+use crate::policy::Policy;
 use crate::random::Random;
 use crate::secret::Keys;
 use crate::store::{Connect, Store, StoreError};
@@ -41,8 +42,8 @@ pub use account::{
     ADDRESS_MAIL_WINDOW, ADDRESS_MAILS_PER_ADDRESS, ADDRESS_MAILS_PER_USER, Enrollment, UserStatus,
 };
 pub use flow::{
-    Answer, ContinueRequest, Credential, DoorPolicy, LoginRequest, LoginStep, NoFactor,
-    PendingLogin, texts,
+    Answer, ContinueRequest, Credential, DoorPolicy, LoginRequest, LoginStep, PendingLogin,
+    PolicyPlace, texts,
 };
 pub use helpdesk::IssuedOtp;
 pub use login::{
@@ -71,11 +72,17 @@ pub struct CoreConfig {
     pub reset_link_base: Option<String>,
     /// How long a helpdesk request waits in the queue.
     pub helpdesk_keep: u64,
+    /// `[[policy]]`: who needs a second factor, where.
+    pub policy: Policy,
+    /// Where users enroll (the portal's `public_url`), named in the texts that send
+    /// them there.
+    pub portal_url: Option<String>,
 }
 
 impl CoreConfig {
     /// From a validated configuration's core sections (`[totp]`, `[email_otp]`,
-    /// `[lockout]`, `[trust]`, `[notification]`); no reset-link base.
+    /// `[lockout]`, `[trust]`, `[notification]`, `[[policy]]` with `radius.unenrolled`
+    /// as its default, and the portal's URL for texts); no reset-link base.
     pub fn from_config(c: &Config) -> Self {
         Self {
             issuer: c.totp.issuer.clone(),
@@ -88,6 +95,8 @@ impl CoreConfig {
             notification: c.notification.clone(),
             reset_link_base: None,
             helpdesk_keep: 7 * 86_400,
+            policy: Policy::from_config(c),
+            portal_url: c.portal.as_ref().map(|p| p.public_url.clone()),
         }
     }
 

@@ -14,13 +14,13 @@
 
 use std::sync::Arc;
 
-use otpgate_config::{Config, PasswordVouch, StoreConfig};
+use otpgate_config::{Config, PasswordVouch, PolicyDoor, StoreConfig};
 use otpgate_core::audit::{Door, RequestContext};
 use otpgate_core::clock::SystemClock;
 use otpgate_core::random::OsRandom;
 use otpgate_core::service::{
     Answer, ContinueRequest, CoreConfig, Credential, DeviceId, DoorPolicy, Factor, LoginRequest,
-    LoginStep, NoFactor, PendingLogin, texts,
+    LoginStep, PendingLogin, PolicyPlace, texts,
 };
 use otpgate_core::user::UserName;
 use otpgate_core::{Core, CoreError, Refusal};
@@ -154,7 +154,16 @@ impl DirectBackend {
                     Factor::TrustedDevice => "trusted host".into(),
                     other => other.method().to_string(),
                 },
+                notice: accepted.notice().map(str::to_string),
             },
+            // Enrollment at the first login: the QR code and the secret, then the prompt;
+            // the answer confirms the new app.
+            LoginStep::Enroll { pending, shown } => {
+                self.pending = Some(pending);
+                Outcome::NeedCode {
+                    message: Some(shown),
+                }
+            }
             LoginStep::NeedCode { pending, notice } => {
                 self.pending = Some(pending);
                 Outcome::NeedCode {
@@ -194,12 +203,14 @@ impl Backend for DirectBackend {
             device: device(login),
             remember: false,
             policy: DoorPolicy {
-                no_factor: if login.nullok {
-                    NoFactor::Admit
-                } else {
-                    NoFactor::Refuse
-                },
+                place: Some(PolicyPlace {
+                    door: PolicyDoor::Pam,
+                    client: None,
+                }),
+                nullok: login.nullok,
                 can_ask: true,
+                // A terminal: a rule with `enroll_at_login` shows the QR code here.
+                can_enroll: true,
             },
         };
         let core = self.core()?;

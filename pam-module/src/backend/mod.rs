@@ -49,13 +49,15 @@ impl std::fmt::Debug for Login {
 /// What happens next in a login.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Let the user in; `how` is for the log ("totp", "trusted-device", "nullok", …).
-    LetIn { how: String },
+    /// Let the user in; `how` is for the log ("totp", "trusted-device", "exempt", …);
+    /// `notice` is shown first (e.g. where to set up a second factor before a deadline).
+    LetIn { how: String, notice: Option<String> },
     /// `nullok` and the user has no second factor: PAM_IGNORE in `mode=otp-only` (the
     /// module has no say, so the stack decides), PAM_SUCCESS in `mode=password+otp`
     /// (the module checked the password itself).
     NoSecondFactor,
-    /// Ask for a code, showing `message` first if there is one.
+    /// Ask for a code, showing `message` first if there is one (a mailed-code notice,
+    /// or, for an enrollment at the first login, the QR code and the secret).
     NeedCode { message: Option<String> },
     /// The answer is no.
     Refused(Refused),

@@ -18,7 +18,7 @@
 //! PAM_MAXTRIES and honour `nullok`.
 
 use otpgate_config::Config;
-use otpgate_radius_proto::attr::{Attribute, OTPGATE_REJECT_REASON, VENDOR_OTPGATE};
+use otpgate_radius_proto::attr::{Attribute, OTPGATE_REJECT_REASON, REPLY_MESSAGE, VENDOR_OTPGATE};
 use otpgate_radius_proto::{AccessRequestParams, Client, Reply, Secret};
 use zeroize::Zeroizing;
 
@@ -72,8 +72,9 @@ impl ServerBackend {
             .authenticate(&params)
             .map_err(|e| BackendError::Unavailable(format!("RADIUS: {e}")))?;
         Ok(match reply {
-            Reply::Accept { .. } => Outcome::LetIn {
+            Reply::Accept { attributes } => Outcome::LetIn {
                 how: "accepted by the otpgate server".into(),
+                notice: reply_message(&attributes),
             },
             Reply::Challenge {
                 state,
@@ -112,6 +113,16 @@ impl Backend for ServerBackend {
         };
         self.send(login, Zeroizing::new(answer.to_vec()), Some(state))
     }
+}
+
+/// The Reply-Message attributes of a reply, joined (a notice on an accept).
+fn reply_message(attributes: &[Attribute]) -> Option<String> {
+    let bytes: Vec<u8> = attributes
+        .iter()
+        .filter(|a| a.typ == REPLY_MESSAGE)
+        .flat_map(|a| a.value.iter().copied())
+        .collect();
+    (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// The otpgate reject reason in a reply's attributes, if any.

@@ -82,8 +82,46 @@ pub async fn home(mut v: Visit) -> Response {
     if st.notification_address.is_none() {
         body.push_str(&no_address_warning(&v));
     }
+    body.push_str(&policy_section(&v, &st));
     let title = v.t("home.title");
     v.page(title, &body)
+}
+
+/// What `[[policy]]` asks of the user at each door (and client), with the deadline.
+fn policy_section(v: &Visit, st: &UserStatus) -> String {
+    use otpgate_core::policy::Requirement;
+    let mut rows = String::new();
+    for place in &st.policy {
+        let mut door = v.t(&format!("policy.{}", place.door)).to_string();
+        if let Some(client) = &place.client {
+            door = format!("{door} — {}", v.t("policy.via").replace("{client}", client));
+        }
+        let mut what = v
+            .t(&format!("policy.{}", place.requirement.name()))
+            .to_string();
+        if let Requirement::Required {
+            enroll_by: Some(by),
+            ..
+        } = place.requirement
+        {
+            what = format!(
+                "{what}; {}",
+                v.t("policy.enroll_by").replace("{date}", &by.to_string())
+            );
+        }
+        rows.push_str(&format!(
+            "<tr><th>{}</th><td>{}</td></tr>",
+            esc(&door),
+            esc(&what)
+        ));
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!(
+        r#"<section id="policy"><h2>{}</h2><table>{rows}</table></section>"#,
+        esc(v.t("policy.title"))
+    )
 }
 
 fn address_body(v: &Visit, st: &UserStatus, error: Option<&str>) -> String {

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use otpgate_core::service::{
     Accepted, Answer, CodeDelivery, ContinueRequest, Credential, DoorPolicy, Factor, LoginRequest,
-    LoginStep, NoFactor, PendingLogin,
+    LoginStep, PendingLogin,
 };
 use otpgate_core::user::UserName;
 use otpgate_core::{CoreError, Refusal};
@@ -120,12 +120,9 @@ pub async fn login_post(mut v: Visit, body: Body) -> Response {
             answer: None,
             device,
             remember: false,
-            policy: DoorPolicy {
-                // Neither an app nor an address: the password alone opens a set-up
-                // session.
-                no_factor: NoFactor::Admit,
-                can_ask: true,
-            },
+            // Neither an app nor an address: the password alone opens a set-up
+            // session (the portal is where users enroll; `[[policy]]` is not read here).
+            policy: DoorPolicy::portal(),
         })
         .await;
     match step {
@@ -151,7 +148,8 @@ pub async fn login_post(mut v: Visit, body: Body) -> Response {
                     v.redirect("/login/code")
                 }
                 LoginStep::Accepted(accepted) => signed_in_page(v, &accepted),
-                LoginStep::Refused(_) => v.redirect("/login"),
+                // The portal's policy never enrolls at the login (it has its own pages).
+                LoginStep::Refused(_) | LoginStep::Enroll { .. } => v.redirect("/login"),
             }
         }
         Err(e) => {
@@ -305,7 +303,9 @@ pub async fn code_post(mut v: Visit, body: Body) -> Response {
             code_page_with(v, StatusCode::UNAUTHORIZED, Some(&msg))
         }
         // A code never asks for another; shown as the page again.
-        Ok(LoginStep::NeedCode { .. }) => code_page_with(v, StatusCode::OK, None),
+        Ok(LoginStep::NeedCode { .. } | LoginStep::Enroll { .. }) => {
+            code_page_with(v, StatusCode::OK, None)
+        }
         Err(page) => page,
     }
 }
@@ -323,6 +323,7 @@ pub async fn help_post(mut v: Visit, body: Body) -> Response {
             code_page_with(v, StatusCode::OK, None)
         }
         Ok(LoginStep::NeedCode { .. }) => helpdesk_page(v),
+        Ok(LoginStep::Enroll { .. }) => code_page_with(v, StatusCode::OK, None),
         Ok(LoginStep::Refused(r)) => {
             let msg = refusal(v.lang, &r);
             code_page_with(v, StatusCode::BAD_REQUEST, Some(&msg))

@@ -15,7 +15,7 @@ use otpgate_core::random::{OsRandom, Random};
 use otpgate_core::secret::TotpSecret;
 use otpgate_core::service::{
     Answer, CodeDelivery, CoreConfig, Credential, DeviceId, DoorPolicy, LoginRequest, LoginStep,
-    NoFactor, OtpVerified,
+    OtpVerified, PolicyPlace,
 };
 use otpgate_core::user::UserName;
 use otpgate_tests::{ALICE, BOB, CAROL, ConfigBuilder, Redis, Slapd, SmtpSink, TestConfig, WEIRD};
@@ -135,8 +135,13 @@ pub fn password_login(
         remember: device.is_some(),
         device,
         policy: DoorPolicy {
-            no_factor: NoFactor::Refuse,
+            place: Some(PolicyPlace {
+                door: otpgate_config::PolicyDoor::Radius,
+                client: None,
+            }),
+            nullok: false,
             can_ask: true,
+            can_enroll: false,
         },
     }
 }

@@ -17,6 +17,7 @@ mod mail;
 mod packages;
 mod pam;
 mod pam_radius;
+mod policy;
 mod portal;
 mod portal_browser;
 mod portal_edges;
