@@ -264,7 +264,14 @@ impl<H: PamHandle + ?Sized> Run<'_, H> {
             Refused::Denied(r) => (PamCode::AuthErr, r.as_str()),
             Refused::UnknownUser => (PamCode::UserUnknown, "unknown user"),
             Refused::Locked => (PamCode::MaxTries, "locked"),
-            Refused::NotEnrolled => (PamCode::AuthErr, "no second factor (no nullok)"),
+            Refused::NotEnrolled { message } => {
+                // Where to set a second factor up; the answer stays PAM_AUTH_ERR even if
+                // the conversation cannot show it.
+                if let Some(message) = message {
+                    let _ = self.show(message);
+                }
+                (PamCode::AuthErr, "no second factor (no nullok)")
+            }
         };
         self.handle
             .log(Level::Notice, &format!("refused user {user}: {reason}"));

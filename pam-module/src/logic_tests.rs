@@ -335,7 +335,7 @@ fn refusals_map_to_their_codes() {
     for (refused, expected) in [
         (Refused::UnknownUser, PamCode::UserUnknown),
         (Refused::Locked, PamCode::MaxTries),
-        (Refused::NotEnrolled, PamCode::AuthErr),
+        (Refused::NotEnrolled { message: None }, PamCode::AuthErr),
         (Refused::Denied("replay".into()), PamCode::AuthErr),
     ] {
         let mut h = FakeHandle::new(vec![]);
@@ -361,7 +361,10 @@ fn ignore_unknown_user_passes_only_unknown_users_on() {
     // exists is no reason to pass them on.
     for (then, expected) in [
         (Ok(Outcome::Refused(Refused::Locked)), PamCode::MaxTries),
-        (Ok(Outcome::Refused(Refused::NotEnrolled)), PamCode::AuthErr),
+        (
+            Ok(Outcome::Refused(Refused::NotEnrolled { message: None })),
+            PamCode::AuthErr,
+        ),
         (unavailable(), PamCode::AuthInfoUnavail),
     ] {
         let mut h = FakeHandle::new(vec![]);
@@ -496,6 +499,24 @@ fn server_text_is_made_printable() {
     assert_eq!(printable("a\u{1b}[2Jb\nc"), "a[2Jb\nc");
     // Bounded, with room for an enrollment's QR code and secret.
     assert_eq!(printable(&"x".repeat(9000)).len(), MAX_SHOWN);
+}
+
+#[test]
+fn a_user_without_a_factor_is_told_where_to_enroll_and_refused() {
+    let mut h = FakeHandle::new(vec![Conv::Info("set it up at https://p")]);
+    let code = run(
+        &mut h,
+        &[],
+        vec![Call::Begin(
+            None,
+            None,
+            Ok(Outcome::Refused(Refused::NotEnrolled {
+                message: Some("A second factor is required: set it up at https://p".into()),
+            })),
+        )],
+    );
+    assert_eq!(code, PamCode::AuthErr);
+    assert!(h.script.is_empty(), "the message was not shown");
 }
 
 #[test]

@@ -309,7 +309,9 @@ async fn not_enrolled(
         user: user.to_string(),
         log: refusal.to_string(),
         reason: reject_reason(&refusal),
-        message: (!client.reject_reasons).then_some(message),
+        // Also to a pam_otpgate host (its reason attribute decides `nullok`): the
+        // module shows the user where to enroll.
+        message: Some(message),
     })
 }
 

@@ -42,6 +42,8 @@ pub struct DirectBackend {
     vouch: PasswordVouch,
     /// The login waiting for a code, kept between `begin` and the answers.
     pending: Option<PendingLogin>,
+    /// What a user with no second factor is told (where to set one up).
+    enroll_at: String,
 }
 
 impl DirectBackend {
@@ -84,12 +86,14 @@ impl DirectBackend {
                 Arc::new(OsRandom),
             ))
             .map_err(|e| BackendError::Unavailable(e.to_string()))?;
+        let enroll_at = texts::enroll_at(core.settings().portal_url.as_deref());
         Ok(Self {
             core: Some(Arc::new(core)),
             runtime,
             keyword,
             vouch: pam.password_vouch("pam"),
             pending: None,
+            enroll_at,
         })
     }
 
@@ -125,11 +129,13 @@ fn device(login: &Login) -> Option<DeviceId> {
     })
 }
 
-fn refused(r: &Refusal) -> Outcome {
+fn refused(r: &Refusal, enroll_at: &str) -> Outcome {
     Outcome::Refused(match r {
         Refusal::UnknownUser => Refused::UnknownUser,
         Refusal::Locked(_) => Refused::Locked,
-        Refusal::NotEnrolled => Refused::NotEnrolled,
+        Refusal::NotEnrolled => Refused::NotEnrolled {
+            message: Some(enroll_at.to_string()),
+        },
         other => Refused::Denied(other.to_string()),
     })
 }
@@ -170,7 +176,7 @@ impl DirectBackend {
                     message: notice.as_ref().map(texts::delivery),
                 }
             }
-            LoginStep::Refused(r) => refused(&r),
+            LoginStep::Refused(r) => refused(&r, &self.enroll_at),
         }
     }
 
@@ -179,7 +185,7 @@ impl DirectBackend {
     fn run(&mut self, round: RoundFuture) -> Result<Outcome, BackendError> {
         match self.runtime.block_on(round) {
             Ok(step) => Ok(self.map_step(step)),
-            Err(CoreError::Refused(r)) => Ok(refused(&r)),
+            Err(CoreError::Refused(r)) => Ok(refused(&r, &self.enroll_at)),
             Err(e) => Err(BackendError::Unavailable(e.to_string())),
         }
     }
@@ -189,7 +195,7 @@ impl Backend for DirectBackend {
     fn begin(&mut self, login: &Login) -> Result<Outcome, BackendError> {
         let user = match UserName::parse(&login.user) {
             Ok(u) => u,
-            Err(e) => return Ok(refused(&e.into())),
+            Err(e) => return Ok(refused(&e.into(), &self.enroll_at)),
         };
         let credential = match &login.password {
             Some(p) => Credential::Password(Zeroizing::new(p.to_vec())),

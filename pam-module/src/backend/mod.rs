@@ -72,8 +72,9 @@ pub enum Refused {
     UnknownUser,
     /// Locked out: PAM_MAXTRIES.
     Locked,
-    /// No second factor and no `nullok`: PAM_AUTH_ERR.
-    NotEnrolled,
+    /// No second factor and no `nullok`: PAM_AUTH_ERR; `message` says where to set
+    /// one up (the portal's URL), shown to the user.
+    NotEnrolled { message: Option<String> },
 }
 
 /// A backend failure: PAM_AUTHINFO_UNAVAIL, never a success.

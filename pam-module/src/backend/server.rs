@@ -89,7 +89,9 @@ impl ServerBackend {
                 Some("unknown-user") => Outcome::Refused(Refused::UnknownUser),
                 Some("locked") => Outcome::Refused(Refused::Locked),
                 Some("not-enrolled") if login.nullok => Outcome::NoSecondFactor,
-                Some("not-enrolled") => Outcome::Refused(Refused::NotEnrolled),
+                Some("not-enrolled") => Outcome::Refused(Refused::NotEnrolled {
+                    message: reply_message(&attributes),
+                }),
                 _ => Outcome::Refused(Refused::Denied("rejected by the otpgate server".into())),
             },
         })

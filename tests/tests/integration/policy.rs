@@ -313,6 +313,13 @@ fn pam_applies_the_policy_and_enrolls_at_the_first_ssh_login() {
     // After it: refused.
     let late = run("pw", "dave", &["dave-pw-4"]);
     assert_eq!(late.result, PamResult::AuthErr, "{}", late.output);
+    assert!(
+        late.output.contains(&format!(
+            "A second factor is required: set it up at {PORTAL}"
+        )),
+        "{}",
+        late.output
+    );
 
     // Enrollment at the first login, over ssh keyboard-interactive.
     let suffix: String = random_bytes(3)
