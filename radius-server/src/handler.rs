@@ -203,11 +203,9 @@ async fn decide(
                 nullok: false,
                 // An append-mode NAS may not show a challenge; a vouching PAM host does.
                 can_ask: config.mode != RadiusMode::Append || client.password_checked_by_client,
-                // A QR code, its secret and the prompt take more than one RADIUS packet
-                // may carry (about 6 kB for a long otpauth URI, over the 4096-byte
-                // limit), so enrollment at the login is direct mode's only: a PAM host
-                // in server mode is refused with the portal's URL, like a NAS.
-                can_enroll: false,
+                // Only a pam_otpgate host shows a QR code in a terminal; a NAS's user is
+                // told the portal's URL.
+                can_enroll: client.pam_host,
             },
         })
         .await?;
@@ -275,14 +273,33 @@ async fn step_to_decision(
         LoginStep::NeedCode { pending, notice } => {
             challenge(core, client, &pending, notice.as_ref().map(texts::delivery)).await?
         }
-        // Never asked for (`can_enroll` is off here); refused like any user without a
-        // factor, should it come.
-        LoginStep::Refused(Refusal::NotEnrolled) | LoginStep::Enroll { .. } => {
+        // Enrollment at the first login on a pam_otpgate host: the QR code, the secret
+        // and the prompt in one Access-Challenge; the answer confirms the new app.
+        LoginStep::Enroll { pending, shown }
+            if client.pam_host && shown.len() <= MAX_ENROLLMENT_TEXT =>
+        {
+            challenge(core, client, &pending, Some(shown)).await?
+        }
+        LoginStep::Enroll { shown, .. } => {
+            tracing::warn!(
+                user = %user,
+                client = %client.name,
+                bytes = shown.len(),
+                "radius: an enrollment at the login does not fit one Access-Challenge; told where to enroll instead"
+            );
+            not_enrolled(core, config, client, user.as_str()).await?
+        }
+        LoginStep::Refused(Refusal::NotEnrolled) => {
             not_enrolled(core, config, client, user.as_str()).await?
         }
         LoginStep::Refused(r) => reject(user.as_str(), r.to_string(), &r),
     })
 }
+
+/// The longest enrollment text (QR code, secret, warning) an Access-Challenge carries:
+/// 4096 bytes less the header (20), Message-Authenticator (18), State (34), the prompt
+/// and two bytes per Reply-Message attribute of 253, with room for Proxy-State.
+const MAX_ENROLLMENT_TEXT: usize = 3_700;
 
 /// A user whose password was right, with no second factor that their policy requires:
 /// told where to enroll (SPEC §5) — in a reject, or, in `challenge` mode for a NAS, in

@@ -586,7 +586,9 @@ impl Core {
                     Err(CoreError::Refused(r)) => return Ok(LoginStep::Refused(r)),
                     Err(e) => return Err(e),
                 };
-                let qr = crate::qr::terminal(&enrollment.otpauth_uri)?;
+                // The compact form: through a RADIUS server it travels in one
+                // Access-Challenge (4096 bytes).
+                let qr = crate::qr::terminal_compact(&enrollment.otpauth_uri)?;
                 let shown =
                     texts::enroll_now(&qr, &enrollment.secret, enrollment.warning.as_deref());
                 pending.enrolling = true;

@@ -322,12 +322,64 @@ fn pam_applies_the_policy_and_enrolls_at_the_first_ssh_login() {
     );
 
     // Enrollment at the first login, over ssh keyboard-interactive.
+    stack
+        .service("sshd", &format!("{module_config} mode=password+otp"))
+        .unwrap();
+    enrolls_at_the_first_ssh_login(&slapd, &stack, c, "otpnew");
+}
+
+#[test]
+fn a_pam_host_in_server_mode_enrolls_at_the_first_ssh_login() {
+    let slapd = Slapd::start().unwrap();
+    let redis = Redis::start().unwrap();
+    let smtp = SmtpSink::start().unwrap();
+    // The host is a RADIUS client marked `pam_host`: its requests are the door "pam".
+    let config = ConfigBuilder::new(&slapd)
+        .redis(&redis)
+        .smtp(&smtp)
+        .set("totp", "skew_steps", "5")
+        .extra(&radius_section("auto", "10ms").replace(
+            "secret_file = \"radius.secret\"\n",
+            "secret_file = \"radius.secret\"\npam_host = true\nreject_reasons = true\n",
+        ))
+        .extra(&format!(
+            "[portal]\nlisten = \"127.0.0.1:9\"\npublic_url = \"{PORTAL}\"\n"
+        ))
+        .extra(PAM_RULES)
+        .write()
+        .unwrap();
+    write_radius_secret(config.dir(), SECRET).unwrap();
+    let server = OtpgateServe::start(config.path()).unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let module_config =
+        crate::pam::write_server_pam_config(host.path(), &[server.radius_addr().to_string()], "5s");
+    let stack = PamStack::with_module(PamModule::Server).unwrap();
+    stack
+        .service(
+            "sshd",
+            &format!("config={} mode=password+otp", module_config.display()),
+        )
+        .unwrap();
+
+    enrolls_at_the_first_ssh_login(&slapd, &stack, config.path(), "otpsrv");
+}
+
+/// A user of the group `pam-enroll` with no factor logs in over ssh (`stack`'s sshd
+/// service): shown the QR code and the secret, answers with a code from it, is enrolled
+/// (`app-enrolled`, `enroll-confirm` audited in `config`'s store); then logs in with the
+/// app like anyone, and a wrong code is refused.
+fn enrolls_at_the_first_ssh_login(
+    slapd: &Slapd,
+    stack: &PamStack,
+    config: &std::path::Path,
+    prefix: &str,
+) {
     let suffix: String = random_bytes(3)
         .unwrap()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let name = format!("otpnew{suffix}");
+    let name = format!("{prefix}{suffix}");
     let password = "new-user-pw-8";
     slapd
         .add_user(&TestUserSpec {
@@ -339,10 +391,7 @@ fn pam_applies_the_policy_and_enrolls_at_the_first_ssh_login() {
         })
         .unwrap();
     let user = LocalUser::create(&name).unwrap();
-    stack
-        .service("sshd", &format!("{module_config} mode=password+otp"))
-        .unwrap();
-    let sshd = Sshd::start(&stack).unwrap();
+    let sshd = Sshd::start(stack).unwrap();
     let first = ssh_login(sshd.port(), user.name(), &[password, APP_CODE]).unwrap();
     assert!(first.ok, "{}\n{}", first.output, sshd.log());
     assert_eq!(first.prompts.len(), 2, "{}", first.output);
@@ -358,12 +407,12 @@ fn pam_applies_the_policy_and_enrolls_at_the_first_ssh_login() {
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap()
         .to_string();
-    let status = json(&otpgate(c, &["user", "status", &name, "--json"]));
+    let status = json(&otpgate(config, &["user", "status", &name, "--json"]));
     assert_eq!(status["state"], "app-enrolled", "{status}");
     assert!(
-        audit_methods(c, &name).contains(&"enroll-confirm:ok".to_string()),
+        audit_methods(config, &name).contains(&"enroll-confirm:ok".to_string()),
         "{:?}",
-        audit_methods(c, &name)
+        audit_methods(config, &name)
     );
 
     // Then an ordinary login with a code from the app: no QR code any more.
