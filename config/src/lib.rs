@@ -476,14 +476,19 @@ pub struct ControlConfig {
 /// else (no secret is read): the CLI asks a running server through it, and an
 /// operator who may use the socket need not be able to read the server's secrets.
 pub fn control_socket(path: &Path) -> Result<Option<PathBuf>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let text = read(path)?;
+    let raw = parse_raw(&text, path)?;
+    Ok(raw.control.map(|c| validate::relative_to(path, &c.socket)))
+}
+
+/// The text of the configuration file at `path`, or the error that names it.
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: path.to_path_buf(),
         line: None,
         key: None,
         message: format!("cannot read the configuration: {e}"),
-    })?;
-    let raw = parse_raw(&text, path)?;
-    Ok(raw.control.map(|c| validate::relative_to(path, &c.socket)))
+    })
 }
 
 /// Loads and validates a file with the default options.
@@ -493,12 +498,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Loads and validates a file.
 pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: path.to_path_buf(),
-        line: None,
-        key: None,
-        message: format!("cannot read the configuration: {e}"),
-    })?;
+    let text = read(path)?;
     parse_str(&text, path, opts)
 }
 
