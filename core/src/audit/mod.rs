@@ -238,16 +238,53 @@ impl AuditLog {
         }
     }
 
+    /// Seconds the store keeps records for.
+    pub fn keep_secs(&self) -> u64 {
+        self.keep_secs
+    }
+
+    /// The record as the JSON line every sink writes; `None` (logged) if it cannot be
+    /// serialised.
+    pub fn prepare(&self, record: AuditRecord) -> Option<Prepared> {
+        match serde_json::to_string(&record) {
+            Ok(line) => Some(Prepared { record, line }),
+            Err(e) => {
+                tracing::error!("audit record not serialisable: {e}");
+                None
+            }
+        }
+    }
+
     /// Records a decision. Audit failures are logged, never turned into an accept or a
     /// refusal of their own: the decision has been made by then.
     pub async fn record(&self, store: &Store, record: AuditRecord) {
-        let line = match serde_json::to_string(&record) {
-            Ok(line) => line,
-            Err(e) => {
-                tracing::error!("audit record not serialisable: {e}");
-                return;
-            }
+        let Some(prepared) = self.prepare(record) else {
+            return;
         };
+        let (at, line) = self.log(prepared);
+        let keep = self.keep_secs;
+        let written = self
+            .store_queue
+            .append(at, line, |records| async move {
+                let records: Vec<(Timestamp, &str)> =
+                    records.iter().map(|(at, l)| (*at, l.as_str())).collect();
+                store.append_audits(&records, keep).await
+            })
+            .await;
+        if let Err(e) = written {
+            tracing::error!("cannot write the audit record to the store: {e}");
+        }
+    }
+
+    /// Writes a record the store has already (the code's step appended it, in the
+    /// same round trip) to the log and the file.
+    pub fn record_stored(&self, prepared: Prepared) {
+        self.log(prepared);
+    }
+
+    /// Writes a record to the log and the file; returns its time and line.
+    fn log(&self, prepared: Prepared) -> (Timestamp, String) {
+        let Prepared { record, line } = prepared;
         // The fields are for structured sinks (journald: OTPGATE_AUDIT_USER, …); text
         // logs show the JSON line alone.
         tracing::info!(
@@ -271,17 +308,25 @@ impl AuditLog {
                 tracing::error!("cannot append to the audit file {}: {e}", path.display());
             }
         }
-        let keep = self.keep_secs;
-        let written = self
-            .store_queue
-            .append(record.ts, line, |records| async move {
-                let records: Vec<(Timestamp, &str)> =
-                    records.iter().map(|(at, l)| (*at, l.as_str())).collect();
-                store.append_audits(&records, keep).await
-            })
-            .await;
-        if let Err(e) = written {
-            tracing::error!("cannot write the audit record to the store: {e}");
-        }
+        (record.ts, line)
+    }
+}
+
+/// An audit record and its JSON line, ready for the sinks ([`AuditLog::prepare`]).
+#[derive(Debug)]
+pub struct Prepared {
+    record: AuditRecord,
+    line: String,
+}
+
+impl Prepared {
+    /// The record's time.
+    pub fn at(&self) -> Timestamp {
+        self.record.ts
+    }
+
+    /// The JSON line.
+    pub fn line(&self) -> &str {
+        &self.line
     }
 }

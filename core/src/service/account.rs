@@ -105,6 +105,9 @@ impl Core {
                 account.created_at = Some(self.now());
             }
             if self.store.save_account(user, expected, &account).await? {
+                // Not needed for safety (a login's step checks the account it read),
+                // but this instance's next login need not find out the hard way.
+                self.records.forget(user);
                 return Ok(Some(result));
             }
         }

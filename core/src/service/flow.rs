@@ -34,10 +34,10 @@ use zeroize::Zeroizing;
 
 use super::Core;
 use super::login::{
-    Accepted, CHALLENGE_MAX_ANSWERS, CHALLENGE_TTL, Challenge, ChallengeData, CodeDelivery,
-    DeviceId, Factor, OtpVerified,
+    Accepted, AuditAhead, CHALLENGE_MAX_ANSWERS, CHALLENGE_TTL, Challenge, ChallengeData,
+    CodeAccepted, CodeDelivery, DeviceId, Factor, Lookup, OtpVerified, TotpMatch,
 };
-use crate::audit::{Method, Outcome, RequestContext};
+use crate::audit::{Method, Outcome, Prepared, RequestContext};
 use crate::directory::{PasswordCheck, UserEntry};
 use crate::error::{CoreError, Refusal};
 use crate::policy::{Place, Requirement, WithoutFactor};
@@ -279,6 +279,23 @@ pub enum LoginStep {
     },
 }
 
+/// The user's record as a login holds it.
+struct Known {
+    record: Arc<UserRecord>,
+    /// Read in this request (else kept from an earlier login: no lock, no failures).
+    read_now: bool,
+    /// The code's TOTP match, if the split computed it.
+    lookup: Lookup,
+}
+
+/// The audit reason of an accept.
+fn accept_reason(pending: &PendingLogin, factor: Factor) -> String {
+    match &pending.vouched_by {
+        Some(client) => format!("password-by-client ({client}) + {}", factor.method()),
+        None => format!("password + {}", factor.method()),
+    }
+}
+
 impl Core {
     /// Runs a login request through the flow, on a task of its own: if the caller stops
     /// waiting, the flow still runs to its end (state changes and audit included).
@@ -350,16 +367,25 @@ impl Core {
             remember,
             policy,
         } = request;
-        let now = self.now();
-        // The user's record, in one round trip, read once for the whole request.
-        let record = self.store.load(&user, now).await?;
+        // The user's record: the one an earlier login read, if this instance keeps it
+        // (a login that brings its code then reads nothing before its step, which checks
+        // the account is still that one), else read now, in one round trip.
+        let (record, read_now) = match self.kept_record(&user) {
+            Some(kept) => (kept, false),
+            None => (
+                self.keep_record(&user, self.store.load(&user, self.now()).await?),
+                true,
+            ),
+        };
+        let mut lookup = Lookup::NotYet;
         let (entry, vouched_by, answer) = match credential {
             Credential::Password(password) => match self.directory_check(&user, &password).await? {
                 Ok(entry) => (entry, None, answer),
                 Err(r) => return Ok(self.refuse(&ctx, &user, Method::Password, r).await),
             },
             Credential::PasswordWithCode { value, keyword } => {
-                let (password, tail) = self.split(&user, &value, &keyword, &record).await?;
+                let (password, tail, found) = self.split(&user, &value, &keyword, &record).await?;
+                lookup = found;
                 match self.directory_check(&user, &password).await? {
                     Ok(entry) => (entry, None, tail),
                     Err(r) => return Ok(self.refuse(&ctx, &user, Method::Password, r).await),
@@ -390,10 +416,15 @@ impl Core {
             entry: Some(entry.clone()),
             enrolling: false,
         };
+        let known = Known {
+            record,
+            read_now,
+            lookup,
+        };
         self.after_password(
             pending,
             entry,
-            record,
+            known,
             answer,
             &ctx,
             device.as_ref(),
@@ -439,7 +470,21 @@ impl Core {
                 .finish_enrollment(pending, entry, answer, &ctx, device.as_ref(), remember)
                 .await;
         }
-        let record = self.store.load(&pending.user, self.now()).await?;
+        let known = match self.kept_record(&pending.user) {
+            Some(record) => Known {
+                record,
+                read_now: false,
+                lookup: Lookup::NotYet,
+            },
+            None => Known {
+                record: self.keep_record(
+                    &pending.user,
+                    self.store.load(&pending.user, self.now()).await?,
+                ),
+                read_now: true,
+                lookup: Lookup::NotYet,
+            },
+        };
         // A later round asks for a code: the policy was applied in the first round.
         let policy = DoorPolicy {
             place: None,
@@ -450,7 +495,7 @@ impl Core {
         self.after_password(
             pending,
             entry,
-            record,
+            known,
             Some(answer),
             &ctx,
             device.as_ref(),
@@ -467,7 +512,7 @@ impl Core {
         &self,
         pending: PendingLogin,
         entry: UserEntry,
-        record: UserRecord,
+        known: Known,
         answer: Option<Answer>,
         ctx: &RequestContext,
         device: Option<&DeviceId>,
@@ -475,6 +520,47 @@ impl Core {
         policy: DoorPolicy,
     ) -> Result<LoginStep, CoreError> {
         let user = pending.user.clone();
+        let Known {
+            record,
+            read_now,
+            lookup,
+        } = known;
+        if let Some(Answer::Code(code)) = answer {
+            // The lock first, as read; a kept record has none, and the code's step
+            // checks it in any case.
+            if let Some(until) = record.locked_until {
+                return Ok(self
+                    .refuse(ctx, &user, Method::Password, Refusal::Locked(until))
+                    .await);
+            }
+            let remember = device.filter(|_| remember);
+            // The accept's record goes with the step when nothing after it can fail.
+            let ahead = remember.is_none().then(|| AuditAhead {
+                ctx,
+                reason: accept_reason(&pending, Factor::Totp),
+            });
+            return match self
+                .check_login_code(&user, &code, record, lookup, ahead)
+                .await?
+            {
+                Ok(accepted) => {
+                    let CodeAccepted {
+                        factor,
+                        version,
+                        audited,
+                    } = accepted;
+                    self.accept(&pending, entry, factor, ctx, remember, version, audited)
+                        .await
+                }
+                Err(r) => Ok(self.refuse(ctx, &user, Method::Code, r).await),
+            };
+        }
+        // Without a code the lock, the factors and the devices decide: read now.
+        let record = if read_now {
+            record
+        } else {
+            self.keep_record(&user, self.store.load(&user, self.now()).await?)
+        };
         // The lock first: a trusted device skips the code, not the lockout.
         if let Some(until) = record.locked_until {
             return Ok(self
@@ -491,19 +577,20 @@ impl Core {
                 Err(CoreError::Refused(r)) => Ok(LoginStep::Refused(r)),
                 Err(e) => Err(e),
             },
-            Some(Answer::Code(code)) => match self.check_login_code(&user, &code, &record).await? {
-                Ok(factor) => {
-                    let remember = device.filter(|_| remember);
-                    self.accept(&pending, entry, factor, ctx, remember, version)
-                        .await
-                }
-                Err(r) => Ok(self.refuse(ctx, &user, Method::Code, r).await),
-            },
-            None => {
+            // (A code was checked above.)
+            Some(Answer::Code(_)) | None => {
                 if let Some(device) = device {
                     if self.is_trusted_device(&user, device).await? {
                         return self
-                            .accept(&pending, entry, Factor::TrustedDevice, ctx, None, version)
+                            .accept(
+                                &pending,
+                                entry,
+                                Factor::TrustedDevice,
+                                ctx,
+                                None,
+                                version,
+                                None,
+                            )
                             .await;
                     }
                 }
@@ -519,7 +606,7 @@ impl Core {
                 };
                 if requirement == Requirement::Exempt {
                     return self
-                        .accept(&pending, entry, Factor::Exempt, ctx, None, version)
+                        .accept(&pending, entry, Factor::Exempt, ctx, None, version, None)
                         .await;
                 }
                 let account = record.account.as_ref();
@@ -558,18 +645,42 @@ impl Core {
         let user = pending.user.clone();
         if policy.nullok {
             return self
-                .accept(&pending, entry, Factor::NotEnrolled, ctx, None, version)
+                .accept(
+                    &pending,
+                    entry,
+                    Factor::NotEnrolled,
+                    ctx,
+                    None,
+                    version,
+                    None,
+                )
                 .await;
         }
         let today = Date::from_unix(self.now().0);
         match requirement.without_factor(today) {
             WithoutFactor::Admit => {
-                self.accept(&pending, entry, Factor::NotEnrolled, ctx, None, version)
-                    .await
+                self.accept(
+                    &pending,
+                    entry,
+                    Factor::NotEnrolled,
+                    ctx,
+                    None,
+                    version,
+                    None,
+                )
+                .await
             }
             WithoutFactor::AdmitUntil(by) => {
                 let step = self
-                    .accept(&pending, entry, Factor::BeforeDeadline, ctx, None, version)
+                    .accept(
+                        &pending,
+                        entry,
+                        Factor::BeforeDeadline,
+                        ctx,
+                        None,
+                        version,
+                        None,
+                    )
                     .await?;
                 let notice = texts::enroll_before(self.settings.portal_url.as_deref(), by);
                 Ok(match step {
@@ -627,8 +738,16 @@ impl Core {
                     .account
                     .map_or(0, |a| a.version);
                 let remember = device.filter(|_| remember);
-                self.accept(&pending, entry, verified.factor(), ctx, remember, version)
-                    .await
+                self.accept(
+                    &pending,
+                    entry,
+                    verified.factor(),
+                    ctx,
+                    remember,
+                    version,
+                    None,
+                )
+                .await
             }
             Err(CoreError::Refused(r)) => Ok(LoginStep::Refused(r)),
             Err(e) => Err(e),
@@ -636,7 +755,9 @@ impl Core {
     }
 
     /// The accept: remembers the device (after a code, if the account is still the one
-    /// the login saw), audits, and makes the [`Accepted`].
+    /// the login saw), audits (or only logs the record the code's step stored already,
+    /// `audited`), and makes the [`Accepted`].
+    #[allow(clippy::too_many_arguments)]
     async fn accept(
         &self,
         pending: &PendingLogin,
@@ -645,24 +766,27 @@ impl Core {
         ctx: &RequestContext,
         remember: Option<&DeviceId>,
         account_version: u64,
+        audited: Option<Prepared>,
     ) -> Result<LoginStep, CoreError> {
         let user = pending.user.clone();
         let mut remembered = None;
         if let (Some(device), true) = (remember, factor.is_code()) {
             remembered = self.remember_device(&user, device, account_version).await?;
         }
-        let reason = match &pending.vouched_by {
-            Some(client) => format!("password-by-client ({client}) + {}", factor.method()),
-            None => format!("password + {}", factor.method()),
-        };
-        self.audit(
-            ctx,
-            user.as_str(),
-            factor.method(),
-            Outcome::Accept,
-            &reason,
-        )
-        .await;
+        match audited {
+            Some(prepared) => self.audit.record_stored(prepared),
+            None => {
+                let reason = accept_reason(pending, factor);
+                self.audit(
+                    ctx,
+                    user.as_str(),
+                    factor.method(),
+                    Outcome::Accept,
+                    &reason,
+                )
+                .await;
+            }
+        }
         Ok(LoginStep::Accepted(Accepted::made(
             user, entry, factor, remembered,
         )))
@@ -723,7 +847,7 @@ impl Core {
         value: &[u8],
         keyword: &str,
         record: &UserRecord,
-    ) -> Result<(Zeroizing<Vec<u8>>, Option<Answer>), CoreError> {
+    ) -> Result<(Zeroizing<Vec<u8>>, Option<Answer>, Lookup), CoreError> {
         let email_len = self.settings.email_digits as usize;
         let tail = |n: usize| -> Option<&[u8]> {
             (n > 0 && value.len() > n)
@@ -741,9 +865,8 @@ impl Core {
         let token_lengths: std::collections::BTreeSet<usize> = record
             .account
             .as_ref()
-            .map(|a| super::tokens::candidates(a, &self.settings.totp))
-            .unwrap_or_default()
-            .iter()
+            .into_iter()
+            .flat_map(|a| super::tokens::candidates(a, &self.settings.totp))
             .map(|c| c.params.digits as usize)
             .collect();
         let lengths: Vec<(usize, bool)> = token_lengths
@@ -755,24 +878,29 @@ impl Core {
             )
             .chain([(email_len, mailed.is_some())])
             .collect();
-        let cut = |n: usize| {
+        let cut = |n: usize, found: Option<TotpMatch>| {
             let (head, tail) = value.split_at(value.len() - n);
             (
                 Zeroizing::new(head.to_vec()),
                 Some(Answer::Code(Zeroizing::new(
                     String::from_utf8_lossy(tail).into_owned(),
                 ))),
+                Lookup::Done(found),
             )
         };
+        // Each tail's TOTP match, computed once: the check after the bind reuses it.
+        let mut matches: Vec<(usize, Option<TotpMatch>)> = Vec::with_capacity(lengths.len());
         for &(n, _) in &lengths {
             if let Some(t) = tail(n) {
                 let code = String::from_utf8_lossy(t);
-                if self
-                    .is_unused_code(user, &code, record, mailed.as_ref())
-                    .await?
-                {
-                    return Ok(cut(n));
+                let found = match matches.iter().find(|(m, _)| *m == n) {
+                    Some((_, found)) => found.clone(),
+                    None => self.totp_match(user, &code, record)?,
+                };
+                if self.is_unused_code(user, &code, record, found.as_ref(), mailed.as_ref()) {
+                    return Ok(cut(n, found));
                 }
+                matches.push((n, found));
             }
         }
         let kw = keyword.as_bytes();
@@ -780,6 +908,7 @@ impl Core {
             return Ok((
                 Zeroizing::new(value.split_at(value.len() - kw.len()).0.to_vec()),
                 Some(Answer::Keyword),
+                Lookup::NotYet,
             ));
         }
         let shaped = lengths
@@ -787,9 +916,13 @@ impl Core {
             .find(|(n, has)| *has && tail(*n).is_some())
             .or_else(|| lengths.iter().find(|(n, _)| tail(*n).is_some()));
         if let Some((n, _)) = shaped {
-            return Ok(cut(*n));
+            let found = matches
+                .into_iter()
+                .find(|(m, _)| m == n)
+                .and_then(|(_, found)| found);
+            return Ok(cut(*n, found));
         }
-        Ok((Zeroizing::new(value.to_vec()), None))
+        Ok((Zeroizing::new(value.to_vec()), None, Lookup::NotYet))
     }
 
     /// A login with a mailed reset link (the portal's reset): one bind, then the link is
@@ -838,7 +971,7 @@ impl Core {
             entry: None,
             enrolling: false,
         };
-        self.accept(&pending, entry, Factor::ResetLink, ctx, None, 0)
+        self.accept(&pending, entry, Factor::ResetLink, ctx, None, 0, None)
             .await
     }
 
@@ -855,14 +988,17 @@ impl Core {
         ctx: &RequestContext,
         method: Method,
     ) -> Result<Result<OtpVerified, Refusal>, CoreError> {
-        let record = self.store.load(user, self.now()).await?;
+        let record = self.keep_record(user, self.store.load(user, self.now()).await?);
         if let Some(until) = record.locked_until {
             self.reject(user.as_str(), ctx, method, &Refusal::Locked(until))
                 .await;
             return Ok(Err(Refusal::Locked(until)));
         }
-        match self.check_login_code(user, code, &record).await? {
-            Ok(factor) => Ok(Ok(OtpVerified::made(user.clone(), factor))),
+        match self
+            .check_login_code(user, code, record, Lookup::NotYet, None)
+            .await?
+        {
+            Ok(accepted) => Ok(Ok(OtpVerified::made(user.clone(), accepted.factor))),
             Err(r) => {
                 self.reject(user.as_str(), ctx, method, &r).await;
                 Ok(Err(r))

@@ -13,11 +13,13 @@
 //! [`PendingLogin`](super::PendingLogin), bound to the user and the client, at most
 //! three answers, 120 s).
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::Core;
 use super::tokens::{StepKey, candidates};
-use crate::audit::{Door, Method, RequestContext};
+use crate::audit::{Door, Method, Outcome, Prepared, RequestContext};
 use crate::clock::Timestamp;
 use crate::directory::UserEntry;
 use crate::error::{CoreError, Refusal};
@@ -25,8 +27,8 @@ use crate::mail::texts;
 use crate::otp::totp;
 use crate::random;
 use crate::store::{
-    CodeOutcome, CodeSlot, HelpdeskKind, HelpdeskRequest, StepOutcome, StoreBackend, StoredCode,
-    TrustedDevice, UserRecord,
+    AuditInStep, CodeOutcome, CodeSlot, HelpdeskKind, HelpdeskRequest, StepCheck, StepDecision,
+    StoreBackend, StoredCode, TrustedDevice, UserRecord,
 };
 use crate::user::UserName;
 
@@ -198,54 +200,161 @@ pub(crate) fn mask_address(address: &str) -> String {
     }
 }
 
+/// The token whose window holds a code, and the steps it holds it at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct TotpMatch {
+    /// `None`: the app; else the other token's name.
+    token: Option<String>,
+    /// Earliest first.
+    steps: Vec<u64>,
+}
+
+impl TotpMatch {
+    /// Whether a step of the match is later than its token's last step in `record`.
+    fn unused_in(&self, record: &UserRecord) -> bool {
+        let last = match &self.token {
+            None => record.last_totp_step,
+            Some(name) => record.token_steps.get(name).copied(),
+        };
+        self.steps.iter().any(|s| last.is_none_or(|l| *s > l))
+    }
+}
+
+/// What a login knows of its code's TOTP match before the check: the append-mode split
+/// found it already (each secret opened and each window computed once per login).
+#[derive(Debug, Clone)]
+pub(super) enum Lookup {
+    NotYet,
+    Done(Option<TotpMatch>),
+}
+
+/// The accept's audit record, for the store to append in the code's step: made only
+/// when nothing after the step can fail (no device to remember).
+pub(super) struct AuditAhead<'a> {
+    pub(super) ctx: &'a RequestContext,
+    pub(super) reason: String,
+}
+
+/// A code accepted at login.
+#[derive(Debug)]
+pub(super) struct CodeAccepted {
+    pub(super) factor: Factor,
+    /// The version of the account the code was checked against.
+    pub(super) version: u64,
+    /// The accept's audit record, when the store appended it in the step already.
+    pub(super) audited: Option<Prepared>,
+}
+
+/// How often a code is checked again when the account changed under the login.
+const CHANGED_ATTEMPTS: usize = 3;
+
 impl Core {
-    /// Checks a code at login against what `record` (loaded just before) holds: a code
-    /// of each of the user's tokens whose digit count it has (the app first), then a
-    /// mailed/helpdesk code (email digits): an 8-digit code may be either. Every consuming step
-    /// is one atomic store operation that checks the lock in the same step and counts a
-    /// failure; a success clears the count.
-    pub(super) async fn check_login_code(
+    /// The first of the user's tokens (the app first) whose window holds `code`, and
+    /// the steps it holds it at; `None` for a code of no token.
+    pub(super) fn totp_match(
         &self,
         user: &UserName,
         code: &str,
         record: &UserRecord,
-    ) -> Result<Result<Factor, Refusal>, CoreError> {
+    ) -> Result<Option<TotpMatch>, CoreError> {
+        let Some(account) = record.account.as_ref() else {
+            return Ok(None);
+        };
+        if code.is_empty() || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return Ok(None);
+        }
+        let now = self.now();
+        for c in candidates(account, &self.settings.totp)
+            .filter(|c| code.len() == c.params.digits as usize)
+        {
+            let secret = self.keys.open(user, c.sealed)?;
+            let steps = totp::matching_steps(&secret, code, now, &c.params);
+            if !steps.is_empty() {
+                let token = match c.key {
+                    StepKey::App => None,
+                    StepKey::Token(name) => Some(name.to_string()),
+                };
+                return Ok(Some(TotpMatch { token, steps }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Checks a code at login against what `record` holds: a code of the first of the
+    /// user's tokens whose window holds it (the app first), then a mailed/helpdesk code
+    /// (email digits): an 8-digit code may be either. Every consuming step is one
+    /// atomic store operation that checks the lock in the same step and counts a
+    /// failure; a success clears the count. `record` may be the one kept from an
+    /// earlier login (`store::cache`): the step names its account, and if the stored
+    /// one is another the record is read again and the code checked anew.
+    pub(super) async fn check_login_code(
+        &self,
+        user: &UserName,
+        code: &str,
+        record: Arc<UserRecord>,
+        lookup: Lookup,
+        audit: Option<AuditAhead<'_>>,
+    ) -> Result<Result<CodeAccepted, Refusal>, CoreError> {
         let now = self.now();
         let code = code.trim();
         let digits_only = !code.is_empty() && code.bytes().all(|b| b.is_ascii_digit());
+        let mut record = record;
+        let mut found = match lookup {
+            Lookup::Done(found) => found,
+            Lookup::NotYet => self.totp_match(user, code, &record)?,
+        };
         let mut reason = Refusal::WrongCode;
-        let candidates = record
-            .account
-            .as_ref()
-            .map(|a| candidates(a, &self.settings.totp))
-            .unwrap_or_default();
-        for c in candidates
-            .iter()
-            .filter(|c| digits_only && code.len() == c.params.digits as usize)
-        {
-            let secret = self.keys.open(user, c.sealed)?;
-            // Earliest first; a step already used is a replay only if no later step of
-            // the window has the same code.
-            let steps = totp::matching_steps(&secret, code, now, &c.params);
-            if steps.is_empty() {
-                continue;
-            }
-            for step in steps {
-                let outcome = match c.key {
-                    StepKey::App => self.store.accept_totp_step(user, step, now).await?,
-                    StepKey::Token(name) => {
-                        self.store.accept_token_step(user, name, step, now).await?
+        let mut changes = 0;
+        while let Some(m) = found.take() {
+            let prepared = audit.as_ref().and_then(|a| {
+                self.audit.prepare(self.audit_record(
+                    a.ctx,
+                    user.as_str(),
+                    Method::Totp,
+                    Outcome::Accept,
+                    &a.reason,
+                ))
+            });
+            let check = StepCheck {
+                token: m.token.as_deref(),
+                steps: &m.steps,
+                account: record.account_digest.as_deref(),
+                audit: prepared.as_ref().map(|p| AuditInStep {
+                    at: p.at(),
+                    record: p.line(),
+                    keep: self.audit.keep_secs(),
+                }),
+                now,
+            };
+            match self.store.accept_step(user, &check).await? {
+                StepDecision::Accepted { step, audited } => {
+                    if let Some(digest) = &record.account_digest {
+                        self.records
+                            .accepted(user, digest, m.token.as_deref(), step);
                     }
-                };
-                match outcome {
-                    StepOutcome::Accepted => return Ok(Ok(Factor::Totp)),
-                    StepOutcome::Replay => reason = Refusal::Replay,
-                    StepOutcome::Locked(until) => return Ok(Err(Refusal::Locked(until))),
+                    return Ok(Ok(CodeAccepted {
+                        factor: Factor::Totp,
+                        version: record.account.as_ref().map_or(0, |a| a.version),
+                        audited: prepared.filter(|_| audited),
+                    }));
+                }
+                // The code is this token's, already used: it is not tried on the
+                // user's other tokens (two tokens with one secret must not let a code
+                // in twice).
+                StepDecision::Replay => reason = Refusal::Replay,
+                StepDecision::Locked(until) => return Ok(Err(Refusal::Locked(until))),
+                StepDecision::Changed => {
+                    changes += 1;
+                    if changes == CHANGED_ATTEMPTS {
+                        return Err(CoreError::backend(
+                            crate::Backend::Store,
+                            "the account kept changing during the login; try again",
+                        ));
+                    }
+                    record = self.keep_record(user, self.store.load(user, self.now()).await?);
+                    found = self.totp_match(user, code, &record)?;
                 }
             }
-            // The code is this token's, already used: it is not tried on the user's
-            // other tokens (two tokens with one secret must not let a code in twice).
-            break;
         }
         if reason == Refusal::WrongCode
             && digits_only
@@ -266,7 +375,11 @@ impl Core {
                     )
                     .await?
                 {
-                    CodeOutcome::Consumed(_) => Ok(Factor::OneTimeCode),
+                    CodeOutcome::Consumed(_) => Ok(CodeAccepted {
+                        factor: Factor::OneTimeCode,
+                        version: record.account.as_ref().map_or(0, |a| a.version),
+                        audited: None,
+                    }),
                     CodeOutcome::Locked(until) => Err(Refusal::Locked(until)),
                     CodeOutcome::Wrong(f) => {
                         Err(f.locked_until.map_or(Refusal::WrongCode, Refusal::Locked))
@@ -289,43 +402,28 @@ impl Core {
         }))
     }
 
-    /// Whether `code` would be accepted now, without consuming anything or counting a
-    /// failure: a code of one of the user's tokens, of a step later than that token's
-    /// last accepted one, or the outstanding mailed code. Used to decide where an append-mode value splits
-    /// before the one bind.
-    pub(super) async fn is_unused_code(
+    /// Whether `code` would be accepted now, as far as `record` tells, without
+    /// consuming anything or counting a failure: `found` (its TOTP match) at a step
+    /// later than its token's last accepted one, or the outstanding mailed code. Used
+    /// to decide where an append-mode value splits before the one bind.
+    pub(super) fn is_unused_code(
         &self,
         user: &UserName,
         code: &str,
         record: &UserRecord,
+        found: Option<&TotpMatch>,
         mailed: Option<&StoredCode>,
-    ) -> Result<bool, CoreError> {
-        let now = self.now();
-        if let Some(account) = record.account.as_ref() {
-            for c in candidates(account, &self.settings.totp)
-                .iter()
-                .filter(|c| code.len() == c.params.digits as usize)
-            {
-                let secret = self.keys.open(user, c.sealed)?;
-                let last = c.last_step(record);
-                if totp::matching_steps(&secret, code, now, &c.params)
-                    .into_iter()
-                    .any(|step| last.is_none_or(|l| step > l))
-                {
-                    return Ok(true);
-                }
-            }
+    ) -> bool {
+        if found.is_some_and(|m| m.unused_in(record)) {
+            return true;
         }
         if code.len() == self.settings.email_digits as usize {
             if let Some(stored) = mailed {
                 let hash = self.keys.code_hash(user, CodeSlot::Login.as_str(), code);
-                return Ok(crate::secret::ct_eq(
-                    stored.hash.as_bytes(),
-                    hash.as_bytes(),
-                ));
+                return crate::secret::ct_eq(stored.hash.as_bytes(), hash.as_bytes());
             }
         }
-        Ok(false)
+        false
     }
 
     /// Whether `device` is trusted for `user` now.

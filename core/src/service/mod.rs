@@ -28,7 +28,8 @@ use crate::otp::totp::TotpParams;
 use crate::policy::Policy;
 use crate::random::Random;
 use crate::secret::Keys;
-use crate::store::{Connect, Store, StoreError};
+use crate::store::cache::RecordCache;
+use crate::store::{Connect, Store, StoreError, UserRecord};
 use crate::user::UserName;
 
 mod account;
@@ -118,6 +119,8 @@ pub struct Core {
     audit: AuditLog,
     clock: Arc<dyn Clock>,
     random: Arc<dyn Random>,
+    /// The records logins read, so a login that brings its code reads nothing first.
+    records: RecordCache,
 }
 
 /// What [`Core::probe`] found, per backend: `None` when there is nothing to probe,
@@ -195,6 +198,7 @@ impl Core {
             audit: p.audit,
             clock: p.clock,
             random: p.random,
+            records: RecordCache::default(),
         }
     }
 
@@ -272,8 +276,35 @@ impl Core {
         result: Outcome,
         reason: &str,
     ) {
+        let record = self.audit_record(ctx, user, method, result, reason);
+        self.audit.record(&self.store, record).await;
+    }
+
+    /// Keeps a record just read for the next login of `user` that brings its code
+    /// (`store::cache`). (Not an `async fn` that reads: the login future is deep
+    /// enough.)
+    pub(super) fn keep_record(&self, user: &UserName, record: UserRecord) -> Arc<UserRecord> {
+        self.records.put(user, &record);
+        Arc::new(record)
+    }
+
+    /// The record the last login of `user` read, if this instance keeps it (no lock,
+    /// no failure count: see `store::cache`).
+    pub(super) fn kept_record(&self, user: &UserName) -> Option<Arc<UserRecord>> {
+        self.records.get(user)
+    }
+
+    /// An audit record made now.
+    pub(crate) fn audit_record(
+        &self,
+        ctx: &RequestContext,
+        user: &str,
+        method: Method,
+        result: Outcome,
+        reason: &str,
+    ) -> AuditRecord {
         let now = self.clock.now();
-        let record = AuditRecord {
+        AuditRecord {
             time: now.to_rfc3339(),
             ts: now,
             user: user.to_string(),
@@ -282,8 +313,7 @@ impl Core {
             method,
             result,
             reason: reason.to_string(),
-        };
-        self.audit.record(&self.store, record).await;
+        }
     }
 
     /// Audits the outcome of an operation: "ok" with `what`, or the refusal/error.

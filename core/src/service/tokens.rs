@@ -18,9 +18,7 @@ use crate::error::{CoreError, Refusal};
 use crate::import::{Format, ImportedToken, LineNote, Parsed, algorithm_name};
 use crate::otp::totp::TotpParams;
 use crate::secret::{TotpSecret, ct_eq};
-use crate::store::{
-    APP_TOKEN, Account, Claim, SealedSecret, StoreBackend, Token, TokenSource, UserRecord,
-};
+use crate::store::{APP_TOKEN, Account, Claim, SealedSecret, StoreBackend, Token, TokenSource};
 use crate::user::UserName;
 
 /// Which last step a token's codes are checked against.
@@ -39,18 +37,11 @@ pub(super) struct Candidate<'a> {
     pub(super) params: TotpParams,
 }
 
-impl Candidate<'_> {
-    /// The last step accepted for this token, as `record` saw it.
-    pub(super) fn last_step(&self, record: &UserRecord) -> Option<u64> {
-        match self.key {
-            StepKey::App => record.last_totp_step,
-            StepKey::Token(name) => record.token_steps.get(name).copied(),
-        }
-    }
-}
-
 /// Every token of an account, the app first, then the others in their order.
-pub(super) fn candidates<'a>(account: &'a Account, defaults: &TotpParams) -> Vec<Candidate<'a>> {
+pub(super) fn candidates<'a>(
+    account: &'a Account,
+    defaults: &'a TotpParams,
+) -> impl Iterator<Item = Candidate<'a>> + 'a {
     let app = account.totp.as_ref().map(|sealed| Candidate {
         key: StepKey::App,
         sealed,
@@ -67,7 +58,6 @@ pub(super) fn candidates<'a>(account: &'a Account, defaults: &TotpParams) -> Vec
                 algorithm: t.algorithm,
             },
         }))
-        .collect()
 }
 
 /// Whether the account holds any token (the app or another).

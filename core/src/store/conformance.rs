@@ -21,9 +21,9 @@ use std::time::Duration;
 use futures::future::join_all;
 
 use super::{
-    Account, Claim, CodeOutcome, CodeSlot, Counter, FailureOutcome, HelpdeskKind, HelpdeskRequest,
-    SealedSecret, StepOutcome, StoreBackend, StoreError, StoredCode, Token, TokenSource,
-    TrustedDevice, is_trusted,
+    Account, AuditInStep, Claim, CodeOutcome, CodeSlot, Counter, FailureOutcome, HelpdeskKind,
+    HelpdeskRequest, SealedSecret, StepCheck, StepDecision, StepOutcome, StoreBackend, StoreError,
+    StoredCode, Token, TokenSource, TrustedDevice, is_trusted,
 };
 use crate::audit::Door;
 use crate::clock::Timestamp;
@@ -109,6 +109,7 @@ pub async fn run_all<S: StoreBackend>(store: &S, tag: &str) {
     pool(store, tag).await;
     helpdesk(store, tag).await;
     audit(store, tag).await;
+    login_steps(store, tag).await;
     sessions(store, tag).await;
     counters(store, tag).await;
 }
@@ -981,6 +982,127 @@ pub async fn token_steps<S: StoreBackend>(store: &S, tag: &str) {
         r.token_steps.is_empty(),
         "a reset forgets every token's step"
     );
+}
+
+/// A login's step ([`StoreBackend::accept_step`]): the first of its steps later than
+/// the token's last is taken (and named), a replay changes nothing, the named account
+/// must be the stored one (another: `Changed`, nothing consumed, the failures kept),
+/// the lock comes first, and the accept's audit record is appended in the same step
+/// where the backend can — present if the answer says so, absent if not, never with a
+/// refusal. Returns whether the backend appended it (its callers say which they expect).
+pub async fn login_steps<S: StoreBackend>(store: &S, tag: &str) -> bool {
+    let u = user(tag, "login-step");
+    assert_eq!(
+        store
+            .load(&user(tag, "login-step-none"), T0)
+            .await
+            .unwrap()
+            .account_digest,
+        None,
+        "no account, no digest"
+    );
+    assert!(store.save_account(&u, 0, &account(1)).await.unwrap());
+    let first = store.load(&u, T0).await.unwrap().account_digest.unwrap();
+    assert_eq!(first.len(), 40);
+    let step = |token, steps, account| take_step(store, &u, token, steps, account, None);
+    let accepted = |step| StepDecision::Accepted {
+        step,
+        audited: false,
+    };
+    assert_eq!(
+        step(None, &[10, 12], &first).await,
+        accepted(10),
+        "the earliest"
+    );
+    assert_eq!(
+        step(None, &[10, 12], &first).await,
+        accepted(12),
+        "10 is used"
+    );
+    assert_eq!(step(None, &[11, 12], &first).await, StepDecision::Replay);
+    store.record_failure(&u, T0, 5, 60).await.unwrap();
+    let other = "0".repeat(40);
+    assert_eq!(step(None, &[13], &other).await, StepDecision::Changed);
+    let r = store.load(&u, T0).await.unwrap();
+    assert_eq!(
+        r.last_totp_step,
+        Some(12),
+        "a changed account consumes nothing"
+    );
+    assert_eq!(r.failures, 1, "and clears nothing");
+    // Saved again (another secret): the digest read before names another account.
+    assert!(store.save_account(&u, 1, &account(2)).await.unwrap());
+    let second = store.load(&u, T0).await.unwrap().account_digest.unwrap();
+    assert_ne!(second, first);
+    assert_eq!(step(None, &[13], &first).await, StepDecision::Changed);
+    assert_eq!(step(None, &[13], &second).await, accepted(13));
+    assert_eq!(store.load(&u, T0).await.unwrap().failures, 0);
+    assert_eq!(step(Some("hw"), &[5], &second).await, accepted(5));
+    assert_eq!(step(Some("hw"), &[5], &second).await, StepDecision::Replay);
+    let r = store.load(&u, T0).await.unwrap();
+    assert_eq!(
+        (r.last_totp_step, r.token_steps.get("hw")),
+        (Some(13), Some(&5))
+    );
+    // The lock first, whatever the account.
+    store.record_failure(&u, T0, 2, 60).await.unwrap();
+    store.record_failure(&u, T0, 2, 60).await.unwrap();
+    assert_eq!(
+        step(None, &[14], &other).await,
+        StepDecision::Locked(at(60))
+    );
+    assert_eq!(
+        step(None, &[14], &second).await,
+        StepDecision::Locked(at(60))
+    );
+    store.clear_failures(&u).await.unwrap();
+
+    // The audit record, with an accept and never with a refusal. Its time is before
+    // the `audit` check's, so runs on one store do not see each other's records.
+    let when = at(500_000);
+    let line = |n: &str| format!(r#"{{"tag":"{tag}","step":"{n}"}}"#);
+    let (replayed, fifteen) = (line("replayed"), line("15"));
+    let audit = |record| AuditInStep {
+        at: when,
+        record,
+        keep: 1000,
+    };
+    assert_eq!(
+        take_step(store, &u, None, &[13], &second, Some(audit(&replayed))).await,
+        StepDecision::Replay
+    );
+    let StepDecision::Accepted { step: 15, audited } =
+        take_step(store, &u, None, &[15], &second, Some(audit(&fifteen))).await
+    else {
+        panic!("step 15 was not accepted");
+    };
+    let read = store.read_audit(when, 100).await.unwrap();
+    let times = |record: &String| read.iter().filter(|r| *r == record).count();
+    assert_eq!(
+        times(&fifteen),
+        usize::from(audited),
+        "appended once if the answer says so, else not at all"
+    );
+    assert_eq!(times(&replayed), 0, "a refused step appends nothing");
+    audited
+}
+
+async fn take_step<S: StoreBackend>(
+    store: &S,
+    u: &UserName,
+    token: Option<&str>,
+    steps: &[u64],
+    account: &str,
+    audit: Option<AuditInStep<'_>>,
+) -> StepDecision {
+    let check = StepCheck {
+        token,
+        steps,
+        account: Some(account),
+        audit,
+        now: T0,
+    };
+    store.accept_step(u, &check).await.unwrap()
 }
 
 /// An account with tokens reads back as saved.

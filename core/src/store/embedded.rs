@@ -28,11 +28,11 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::keys;
-use super::records::{FAILURES_TTL, audit_kept_from, from_json, is_live, to_json};
+use super::records::{FAILURES_TTL, from_json, is_live, to_json};
 use super::{
     Account, ChallengeAnswer, Claim, CodeOutcome, CodeSlot, Counter, FailureOutcome,
-    HelpdeskRequest, PoolEntry, StepOutcome, StoreBackend, StoreError, StoredCode, StoredSession,
-    Token, TrustedDevice, UserRecord,
+    HelpdeskRequest, PoolEntry, StepCheck, StepDecision, StoreBackend, StoreError, StoredCode,
+    StoredSession, Token, TrustedDevice, UserRecord, account_digest as account_digest_of,
 };
 use crate::clock::Timestamp;
 use crate::user::UserName;
@@ -288,6 +288,51 @@ fn put_json<T: Serialize>(
     Ok(())
 }
 
+/// Appends audit records (time, JSON) in order under the next sequence numbers, and
+/// drops those older than the latest time minus `keep` seconds: the part of a write
+/// transaction that [`StoreBackend::append_audits`] and an audited
+/// [`StoreBackend::accept_step`] share.
+fn append_audit_records(
+    inner: &Inner,
+    tx: &WriteTransaction,
+    records: &[(u64, &str)],
+    keep: u64,
+) -> Result<(), StoreError> {
+    let Some(latest) = records.iter().map(|(at, _)| *at).max() else {
+        return Ok(());
+    };
+    let oldest = latest.saturating_sub(keep);
+    let mut kv = inner.kv(tx)?;
+    let seq_key = keys::audit_seq_key(&inner.prefix);
+    let seq: Option<SeqRecord> = get_json(&kv, &seq_key, "audit sequence")?;
+    let first = seq.map_or(0, |s| s.next);
+    let count = u64::try_from(records.len()).unwrap_or(u64::MAX);
+    put_json(
+        &mut kv,
+        &seq_key,
+        "audit sequence",
+        &SeqRecord {
+            next: first.saturating_add(count),
+        },
+    )?;
+    drop(kv);
+    let mut audit = inner.audit(tx)?;
+    for (n, (at, record)) in (first..).zip(records) {
+        audit
+            .insert((*at, n), *record)
+            .map_err(|e| db_err("append audit", e))?;
+    }
+    audit
+        .retain_in(..(oldest, 0u64), |_, _| false)
+        .map_err(|e| db_err("trim audit", e))?;
+    Ok(())
+}
+
+/// The first of `steps` (earliest first) later than `last`.
+fn first_after(steps: &[u64], last: Option<u64>) -> Option<u64> {
+    steps.iter().copied().find(|s| last.is_none_or(|l| *s > l))
+}
+
 fn remove(
     table: &mut Table<'_, &'static str, &'static [u8]>,
     key: &str,
@@ -411,8 +456,16 @@ impl StoreBackend for EmbeddedStore {
         let user = user.clone();
         self.read("load", move |inner, tx| {
             let kv = inner.kv_read(tx)?;
-            let account: Option<Account> =
-                get_json(&kv, &inner.key(&user, keys::ACCOUNT), "account")?;
+            let (account, account_digest) = match kv
+                .get(inner.key(&user, keys::ACCOUNT).as_str())
+                .map_err(|e| db_err("account", e))?
+            {
+                Some(guard) => (
+                    Some(from_json::<Account>("account", guard.value())?),
+                    Some(account_digest_of(guard.value())),
+                ),
+                None => (None, None),
+            };
             let failures: Option<FailureRecord> =
                 get_json(&kv, &inner.key(&user, keys::FAILURES), "failures")?;
             let lock: Option<LockRecord> = get_json(&kv, &inner.key(&user, keys::LOCK), "lock")?;
@@ -426,6 +479,7 @@ impl StoreBackend for EmbeddedStore {
                 locked_until: lock.map(|l| l.until).filter(|t| is_live(*t, now)),
                 last_totp_step: step.map(|s| s.step),
                 token_steps: token_steps.unwrap_or_default(),
+                account_digest,
             })
         })
         .await
@@ -455,59 +509,68 @@ impl StoreBackend for EmbeddedStore {
         .await
     }
 
-    async fn accept_totp_step(
+    async fn accept_step(
         &self,
         user: &UserName,
-        step: u64,
-        now: Timestamp,
-    ) -> Result<StepOutcome, StoreError> {
+        check: &StepCheck<'_>,
+    ) -> Result<StepDecision, StoreError> {
         let user = user.clone();
-        self.write("accept TOTP step", move |inner, tx| {
-            let mut kv = inner.kv(tx)?;
-            let lock_key = inner.key(&user, keys::LOCK);
-            let lock: Option<LockRecord> = get_json(&kv, &lock_key, "lock")?;
-            if let Some(lock) = lock.filter(|l| is_live(l.until, now)) {
-                return Ok(Done::Abort(StepOutcome::Locked(lock.until)));
-            }
-            let step_key = inner.key(&user, keys::TOTP_STEP);
-            let last: Option<StepRecord> = get_json(&kv, &step_key, "TOTP step")?;
-            if last.is_some_and(|l| l.step >= step) {
-                return Ok(Done::Abort(StepOutcome::Replay));
-            }
-            put_json(&mut kv, &step_key, "TOTP step", &StepRecord { step })?;
-            remove(&mut kv, &inner.key(&user, keys::FAILURES), "failures")?;
-            remove(&mut kv, &lock_key, "lock")?;
-            Ok(Done::Commit(StepOutcome::Accepted))
-        })
-        .await
-    }
-
-    async fn accept_token_step(
-        &self,
-        user: &UserName,
-        token: &str,
-        step: u64,
-        now: Timestamp,
-    ) -> Result<StepOutcome, StoreError> {
-        let user = user.clone();
-        let token = token.to_string();
-        self.write("accept token step", move |inner, tx| {
+        let token = check.token.map(str::to_string);
+        let steps = check.steps.to_vec();
+        let account = check.account.map(str::to_string);
+        let audit = check.audit.map(|a| (a.at, a.record.to_string(), a.keep));
+        let now = check.now;
+        self.write("accept step", move |inner, tx| {
             let mut kv = inner.kv(tx)?;
             let lock_key = inner.key(&user, keys::LOCK);
             if let Some(until) = live_lock(&kv, &lock_key, now)? {
-                return Ok(Done::Abort(StepOutcome::Locked(until)));
+                return Ok(Done::Abort(StepDecision::Locked(until)));
             }
-            let steps_key = inner.key(&user, keys::TOKEN_STEPS);
-            let mut steps: TokenSteps =
-                get_json(&kv, &steps_key, "token steps")?.unwrap_or_default();
-            if steps.get(&token).is_some_and(|last| *last >= step) {
-                return Ok(Done::Abort(StepOutcome::Replay));
+            if let Some(expected) = &account {
+                let stored = kv
+                    .get(inner.key(&user, keys::ACCOUNT).as_str())
+                    .map_err(|e| db_err("account", e))?
+                    .map(|guard| account_digest_of(guard.value()));
+                if stored.as_ref() != Some(expected) {
+                    return Ok(Done::Abort(StepDecision::Changed));
+                }
             }
-            steps.insert(token, step);
-            put_json(&mut kv, &steps_key, "token steps", &steps)?;
+            let taken = match &token {
+                None => {
+                    let key = inner.key(&user, keys::TOTP_STEP);
+                    let last: Option<StepRecord> = get_json(&kv, &key, "TOTP step")?;
+                    let Some(step) = first_after(&steps, last.map(|l| l.step)) else {
+                        return Ok(Done::Abort(StepDecision::Replay));
+                    };
+                    put_json(&mut kv, &key, "TOTP step", &StepRecord { step })?;
+                    step
+                }
+                Some(token) => {
+                    let key = inner.key(&user, keys::TOKEN_STEPS);
+                    let mut all: TokenSteps =
+                        get_json(&kv, &key, "token steps")?.unwrap_or_default();
+                    let Some(step) = first_after(&steps, all.get(token).copied()) else {
+                        return Ok(Done::Abort(StepDecision::Replay));
+                    };
+                    all.insert(token.clone(), step);
+                    put_json(&mut kv, &key, "token steps", &all)?;
+                    step
+                }
+            };
             remove(&mut kv, &inner.key(&user, keys::FAILURES), "failures")?;
             remove(&mut kv, &lock_key, "lock")?;
-            Ok(Done::Commit(StepOutcome::Accepted))
+            let audited = match &audit {
+                Some((at, record, keep)) => {
+                    drop(kv);
+                    append_audit_records(inner, tx, &[(at.0, record.as_str())], *keep)?;
+                    true
+                }
+                None => false,
+            };
+            Ok(Done::Commit(StepDecision::Accepted {
+                step: taken,
+                audited,
+            }))
         })
         .await
     }
@@ -1065,36 +1128,17 @@ impl StoreBackend for EmbeddedStore {
         records: &[(Timestamp, &str)],
         keep: u64,
     ) -> Result<(), StoreError> {
-        let Some(oldest) = audit_kept_from(records, keep) else {
+        if records.is_empty() {
             return Ok(());
-        };
+        }
         let records: Vec<(u64, String)> = records
             .iter()
             .map(|(at, record)| (at.0, (*record).to_owned()))
             .collect();
         self.write("append audit", move |inner, tx| {
-            let mut kv = inner.kv(tx)?;
-            let seq_key = keys::audit_seq_key(&inner.prefix);
-            let seq: Option<SeqRecord> = get_json(&kv, &seq_key, "audit sequence")?;
-            let first = seq.map_or(0, |s| s.next);
-            let count = u64::try_from(records.len()).unwrap_or(u64::MAX);
-            put_json(
-                &mut kv,
-                &seq_key,
-                "audit sequence",
-                &SeqRecord {
-                    next: first.saturating_add(count),
-                },
-            )?;
-            let mut audit = inner.audit(tx)?;
-            for (n, (at, record)) in (first..).zip(&records) {
-                audit
-                    .insert((*at, n), record.as_str())
-                    .map_err(|e| db_err("append audit", e))?;
-            }
-            audit
-                .retain_in(..(oldest, 0u64), |_, _| false)
-                .map_err(|e| db_err("trim audit", e))?;
+            let records: Vec<(u64, &str)> =
+                records.iter().map(|(at, r)| (*at, r.as_str())).collect();
+            append_audit_records(inner, tx, &records, keep)?;
             Ok(Done::Commit(()))
         })
         .await
@@ -1170,6 +1214,10 @@ mod tests {
     async fn conformance_in_memory() {
         let store = EmbeddedStore::in_memory().unwrap();
         conformance::run_all(&store, "mem").await;
+        assert!(
+            conformance::login_steps(&store, "mem-audited").await,
+            "the embedded store appends the accept's audit record in the step"
+        );
         conformance::corrupt_trusted_records(&store, "mem").await;
         conformance::old_account_records(&store, "mem").await;
     }

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Timestamp;
 use crate::user::UserName;
 
+pub mod cache;
 pub mod embedded;
 pub mod keys;
 mod records;
@@ -170,6 +171,60 @@ pub struct UserRecord {
     pub last_totp_step: Option<u64>,
     /// The last step accepted per other token (by token name).
     pub token_steps: BTreeMap<String, u64>,
+    /// The stored account's digest ([`account_digest`] of its stored bytes), which a
+    /// login step can require unchanged ([`StepCheck::account`]); `None` without one.
+    pub account_digest: Option<String>,
+}
+
+/// One consuming step of a login: the first of `steps` later than the token's last
+/// accepted step is taken, checked with the lock (and, if asked, the account's
+/// digest) in the same atomic step. [`StoreBackend::accept_step`].
+#[derive(Debug, Clone, Copy)]
+pub struct StepCheck<'a> {
+    /// The token: `None` for the enrolled app, else one of the user's other tokens
+    /// (each keeps its own last step: tokens may have different periods).
+    pub token: Option<&'a str>,
+    /// The steps the code matches, earliest first.
+    pub steps: &'a [u64],
+    /// The account's digest the secret came from ([`UserRecord::account_digest`]): if
+    /// the stored account is another, nothing changes ([`StepDecision::Changed`]).
+    pub account: Option<&'a str>,
+    /// The accept's audit record, written in the same step where the backend can
+    /// (the embedded store; Redis standalone or Sentinel, not Cluster: the log is
+    /// in another slot). [`StepDecision::Accepted`] says whether it was.
+    pub audit: Option<AuditInStep<'a>>,
+    pub now: Timestamp,
+}
+
+/// An audit record to append with an accepted step ([`StoreBackend::append_audits`]).
+#[derive(Debug, Clone, Copy)]
+pub struct AuditInStep<'a> {
+    pub at: Timestamp,
+    pub record: &'a str,
+    /// Seconds the log keeps.
+    pub keep: u64,
+}
+
+/// What [`StoreBackend::accept_step`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepDecision {
+    /// `step` is now the token's last, the failure count and any lock are cleared, and
+    /// the audit record was appended if `audited`.
+    Accepted { step: u64, audited: bool },
+    /// No step later than the last accepted one: a replay. Nothing changed.
+    Replay,
+    /// The user is locked until then; nothing was changed.
+    Locked(Timestamp),
+    /// The stored account is not the one named: nothing was changed (read it again).
+    Changed,
+}
+
+/// The digest of an account's stored bytes: SHA-1, hex (what Redis's `redis.sha1hex`
+/// computes, so a script can compare it). It names a stored form, it guards no secret:
+/// a version number alone could come back with another secret after a restore.
+pub fn account_digest(stored: &[u8]) -> String {
+    use sha1::Digest;
+    data_encoding::HEXLOWER.encode(&sha1::Sha1::digest(stored))
 }
 
 /// What [`StoreBackend::accept_totp_step`] decided.
@@ -182,6 +237,18 @@ pub enum StepOutcome {
     Replay,
     /// The user is locked until then; nothing was changed.
     Locked(Timestamp),
+}
+
+impl From<StepDecision> for StepOutcome {
+    /// `Changed` cannot come from a check that names no account; it reads as a replay
+    /// (nothing was consumed), never as an accept.
+    fn from(decision: StepDecision) -> Self {
+        match decision {
+            StepDecision::Accepted { .. } => StepOutcome::Accepted,
+            StepDecision::Replay | StepDecision::Changed => StepOutcome::Replay,
+            StepDecision::Locked(until) => StepOutcome::Locked(until),
+        }
+    }
 }
 
 /// What [`StoreBackend::check_code`] decided, in one atomic step with the lock and the
@@ -346,27 +413,52 @@ pub trait StoreBackend {
         account: &Account,
     ) -> Result<bool, StoreError>;
 
-    /// Atomically: if the user is locked, `Locked`; else if `step` is later than the last
-    /// accepted step (or none), records it, resets the failure count, `Accepted`; else
-    /// `Replay`. The last step never expires on its own (it guards against replays for
-    /// as long as the account exists).
+    /// Atomically: if the user is locked, `Locked`; else if `check.account` names
+    /// another account than the stored one, `Changed`; else takes the first of
+    /// `check.steps` later than the token's last accepted step (or any, if none):
+    /// records it, clears the failure count and the lock, appends the audit record
+    /// where the backend can, `Accepted`; else `Replay`. The last step never expires on
+    /// its own (it guards against replays for as long as the account exists).
+    async fn accept_step(
+        &self,
+        user: &UserName,
+        check: &StepCheck<'_>,
+    ) -> Result<StepDecision, StoreError>;
+
+    /// [`StoreBackend::accept_step`] for one step of the app, no account check.
     async fn accept_totp_step(
         &self,
         user: &UserName,
         step: u64,
         now: Timestamp,
-    ) -> Result<StepOutcome, StoreError>;
+    ) -> Result<StepOutcome, StoreError> {
+        let check = StepCheck {
+            token: None,
+            steps: &[step],
+            account: None,
+            audit: None,
+            now,
+        };
+        self.accept_step(user, &check).await.map(StepOutcome::from)
+    }
 
-    /// Like [`StoreBackend::accept_totp_step`] for one of the user's other tokens: each
-    /// token keeps its own last step (tokens may have different periods), checked
-    /// with the lock in the same atomic step.
+    /// [`StoreBackend::accept_step`] for one step of another token, no account check.
     async fn accept_token_step(
         &self,
         user: &UserName,
         token: &str,
         step: u64,
         now: Timestamp,
-    ) -> Result<StepOutcome, StoreError>;
+    ) -> Result<StepOutcome, StoreError> {
+        let check = StepCheck {
+            token: Some(token),
+            steps: &[step],
+            account: None,
+            audit: None,
+            now,
+        };
+        self.accept_step(user, &check).await.map(StepOutcome::from)
+    }
 
     /// Atomically adds a hardware token to the pool under its serial, assigned to
     /// `assigned_to` or not. Returns `false`, changing nothing, when the serial is
@@ -611,22 +703,12 @@ impl StoreBackend for Store {
     ) -> Result<bool, StoreError> {
         dispatch!(self, save_account(user, expected_version, account))
     }
-    async fn accept_totp_step(
+    async fn accept_step(
         &self,
         user: &UserName,
-        step: u64,
-        now: Timestamp,
-    ) -> Result<StepOutcome, StoreError> {
-        dispatch!(self, accept_totp_step(user, step, now))
-    }
-    async fn accept_token_step(
-        &self,
-        user: &UserName,
-        token: &str,
-        step: u64,
-        now: Timestamp,
-    ) -> Result<StepOutcome, StoreError> {
-        dispatch!(self, accept_token_step(user, token, step, now))
+        check: &StepCheck<'_>,
+    ) -> Result<StepDecision, StoreError> {
+        dispatch!(self, accept_step(user, check))
     }
     async fn pool_add(
         &self,

@@ -3,7 +3,9 @@
 //! Every decision is one Lua script (EVALSHA, loaded again by itself after a restart
 //! flushed the script cache), and every script touches the keys of one user only, all
 //! under the hash tag `{user}`, so it runs on one Cluster slot. The two global keys
-//! (helpdesk queue, audit log) are never touched by a script that touches user keys.
+//! (helpdesk queue, audit log) are touched by one script that touches user keys, the
+//! login's step (`ACCEPT_STEP`, which appends the accept's audit record in the same
+//! round trip), and only when the deployment is not a Cluster.
 //!
 //! Every command is bounded by the configured timeout; every failure is a
 //! [`StoreError`], never a panic and never a success.
@@ -23,14 +25,14 @@ use ::redis::{
     IntoConnectionInfo, RedisError, RedisResult, Script, ScriptInvocation, ServerErrorKind,
     TlsCertificates, TlsMode, cmd,
 };
-use otpgate_config::{RedisAuth, RedisConfig, SecretBytes};
+use otpgate_config::{RedisAuth, RedisConfig, RedisTarget, SecretBytes};
 
 use super::keys;
 use super::records::{FAILURES_TTL, audit_kept_from, from_json, is_live, to_json};
 use super::{
     Account, ChallengeAnswer, Claim, CodeOutcome, CodeSlot, Counter, FailureOutcome,
-    HelpdeskRequest, PoolEntry, StepOutcome, StoreBackend, StoreError, StoredCode, StoredSession,
-    Token, TrustedDevice, UserRecord,
+    HelpdeskRequest, PoolEntry, StepCheck, StepDecision, StoreBackend, StoreError, StoredCode,
+    StoredSession, Token, TrustedDevice, UserRecord, account_digest as account_digest_of,
 };
 use crate::clock::Timestamp;
 use crate::user::UserName;
@@ -219,7 +221,6 @@ impl SentinelConn {
 
 impl Conn {
     async fn open(config: &RedisConfig) -> RedisResult<Conn> {
-        use otpgate_config::RedisTarget;
         let timeout = config.timeout;
         let certificates = || TlsCertificates {
             client_tls: None,
@@ -443,29 +444,32 @@ return 1
 
 script!(
     ACCEPT_STEP,
-    "KEYS: lock, step, failures. ARGV: now, padded step → {0} accepted, {1} replay, {2, until} locked.",
+    "KEYS: lock, step (the app's string or the tokens' hash), failures, account[, audit log, audit seq]. ARGV: now, token ('' = the app), account digest ('' = any), n, n padded steps[, oldest kept, ttl, at, record] → {0, step, audited} accepted, {1} replay, {2, until} locked, {3} changed.",
     r"
 local lock = redis.call('GET', KEYS[1])
-if lock and tonumber(lock) > tonumber(ARGV[1]) then return {2, lock} end
-local last = redis.call('GET', KEYS[2])
-if last and last >= ARGV[2] then return {1, false} end
-redis.call('SET', KEYS[2], ARGV[2])
+if lock and tonumber(lock) > tonumber(ARGV[1]) then return {2, lock, false} end
+if ARGV[3] ~= '' and redis.sha1hex(redis.call('HGET', KEYS[4], 'json') or '') ~= ARGV[3] then
+  return {3, false, false}
+end
+local app = ARGV[2] == ''
+local last
+if app then last = redis.call('GET', KEYS[2]) else last = redis.call('HGET', KEYS[2], ARGV[2]) end
+local n = tonumber(ARGV[4])
+local step = false
+for i = 5, 4 + n do
+  if not last or ARGV[i] > last then step = ARGV[i] break end
+end
+if not step then return {1, false, false} end
+if app then redis.call('SET', KEYS[2], step) else redis.call('HSET', KEYS[2], ARGV[2], step) end
 redis.call('DEL', KEYS[3], KEYS[1])
-return {0, false}
-"
-);
-
-script!(
-    ACCEPT_TOKEN_STEP,
-    "KEYS: lock, token steps, failures. ARGV: now, token, padded step → as ACCEPT_STEP.",
-    r"
-local lock = redis.call('GET', KEYS[1])
-if lock and tonumber(lock) > tonumber(ARGV[1]) then return {2, lock} end
-local last = redis.call('HGET', KEYS[2], ARGV[2])
-if last and last >= ARGV[3] then return {1, false} end
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-redis.call('DEL', KEYS[3], KEYS[1])
-return {0, false}
+local a = 5 + n
+if not ARGV[a] then return {0, step, 0} end
+local seq = redis.call('INCR', KEYS[6])
+redis.call('ZADD', KEYS[5], ARGV[a + 2], string.format('%020d', seq) .. ':' .. ARGV[a + 3])
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. ARGV[a])
+redis.call('EXPIRE', KEYS[5], ARGV[a + 1])
+redis.call('EXPIRE', KEYS[6], ARGV[a + 1])
+return {0, step, 1}
 "
 );
 
@@ -818,7 +822,6 @@ impl RedisStore {
             &*LOAD,
             &*SAVE_ACCOUNT,
             &*ACCEPT_STEP,
-            &*ACCEPT_TOKEN_STEP,
             &*POOL_ADD,
             &*POOL_GET,
             &*POOL_LIST,
@@ -984,15 +987,17 @@ fn ttl_until(now: Timestamp, at: Timestamp) -> Option<u64> {
     }
 }
 
-/// Reads ACCEPT_STEP's (and ACCEPT_TOKEN_STEP's) answer.
-fn step_answer((code, until): (i64, Option<String>)) -> Result<StepOutcome, StoreError> {
-    match (code, until) {
-        (0, _) => Ok(StepOutcome::Accepted),
-        (1, _) => Ok(StepOutcome::Replay),
-        (2, Some(u)) => Ok(StepOutcome::Locked(Timestamp(parse_u64("lock", &u)?))),
-        _ => Err(StoreError::Corrupt(
-            "accept TOTP step: unexpected answer".into(),
-        )),
+/// Reads ACCEPT_STEP's answer.
+fn step_answer(answer: (i64, Option<String>, Option<i64>)) -> Result<StepDecision, StoreError> {
+    match answer {
+        (0, Some(step), audited) => Ok(StepDecision::Accepted {
+            step: parse_u64("accepted step", &step)?,
+            audited: audited == Some(1),
+        }),
+        (1, _, _) => Ok(StepDecision::Replay),
+        (2, Some(u), _) => Ok(StepDecision::Locked(Timestamp(parse_u64("lock", &u)?))),
+        (3, _, _) => Ok(StepDecision::Changed),
+        _ => Err(StoreError::Corrupt("accept step: unexpected answer".into())),
     }
 }
 
@@ -1042,10 +1047,12 @@ impl StoreBackend for RedisStore {
         );
         let (version, json, failures, lock, step, token_steps): Row =
             self.script("load", &inv).await?;
+        let mut account_digest = None;
         let account = match (version, json) {
             (Some(v), Some(j)) => {
                 let mut account: Account = from_json("account", &j)?;
                 account.version = parse_u64("account version", &v)?;
+                account_digest = Some(account_digest_of(&j));
                 Some(account)
             }
             (None, None) => None,
@@ -1070,6 +1077,7 @@ impl StoreBackend for RedisStore {
             locked_until,
             last_totp_step,
             token_steps,
+            account_digest,
         })
     }
 
@@ -1094,36 +1102,38 @@ impl StoreBackend for RedisStore {
         Ok(saved == 1)
     }
 
-    async fn accept_totp_step(
+    async fn accept_step(
         &self,
         user: &UserName,
-        step: u64,
-        now: Timestamp,
-    ) -> Result<StepOutcome, StoreError> {
+        check: &StepCheck<'_>,
+    ) -> Result<StepDecision, StoreError> {
         let mut inv = ACCEPT_STEP.prepare_invoke();
         inv.key(self.key(user, keys::LOCK))
-            .key(self.key(user, keys::TOTP_STEP))
+            .key(self.key(
+                user,
+                check.token.map_or(keys::TOTP_STEP, |_| keys::TOKEN_STEPS),
+            ))
             .key(self.key(user, keys::FAILURES))
-            .arg(now.0)
-            .arg(padded_step(step));
-        step_answer(self.script("accept TOTP step", &inv).await?)
-    }
-
-    async fn accept_token_step(
-        &self,
-        user: &UserName,
-        token: &str,
-        step: u64,
-        now: Timestamp,
-    ) -> Result<StepOutcome, StoreError> {
-        let mut inv = ACCEPT_TOKEN_STEP.prepare_invoke();
-        inv.key(self.key(user, keys::LOCK))
-            .key(self.key(user, keys::TOKEN_STEPS))
-            .key(self.key(user, keys::FAILURES))
-            .arg(now.0)
-            .arg(token)
-            .arg(padded_step(step));
-        step_answer(self.script("accept token step", &inv).await?)
+            .key(self.key(user, keys::ACCOUNT))
+            .arg(check.now.0)
+            .arg(check.token.unwrap_or(""))
+            .arg(check.account.unwrap_or(""))
+            .arg(check.steps.len());
+        for step in check.steps {
+            inv.arg(padded_step(*step));
+        }
+        // The audit log is in a slot of its own: a Cluster cannot run one script over
+        // it and the user's keys, so there the record goes the usual way.
+        let cluster = matches!(self.conn.config.target, RedisTarget::Cluster(_));
+        if let Some(audit) = check.audit.filter(|_| !cluster) {
+            inv.key(keys::audit_log_key(&self.prefix))
+                .key(keys::audit_seq_key(&self.prefix))
+                .arg(audit.at.0.saturating_sub(audit.keep))
+                .arg(audit.keep.max(1))
+                .arg(audit.at.0)
+                .arg(audit.record);
+        }
+        step_answer(self.script("accept step", &inv).await?)
     }
 
     async fn pool_add(

@@ -256,6 +256,88 @@ async fn two_cores_on_one_redis_accept_one_code_once() {
     );
 }
 
+/// A core keeps the record a login read, so that the next login that brings its code
+/// reads nothing before its one store step. What another instance changes in between
+/// still decides: after a reset and a new app there, this instance refuses the old
+/// app's code and takes the new one's; a lock set there refuses a right code here
+/// without consuming it; and each accept is audited once, in the store.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_kept_by_one_instance_yields_to_changes_made_through_another() {
+    use otpgate_core::audit::Outcome;
+    let f = Fixture::start("");
+    let a = f.core().await;
+    let b = f.core().await;
+    let alice = user("alice");
+    let login = |core: &Arc<Core>, code: String| {
+        let core = core.clone();
+        async move {
+            core.login(password_login("alice", ALICE.password, Some(&code), None))
+                .await
+                .unwrap()
+        }
+    };
+    let first = enroll(&b, "alice").await;
+    assert!(matches!(
+        login(&a, code(&a, &first, 0)).await,
+        LoginStep::Accepted(_)
+    ));
+
+    // Through b: a reset, and a new app.
+    b.reset(&alice, &ctx()).await.unwrap();
+    let second = enroll(&b, "alice").await;
+    assert!(
+        matches!(
+            login(&a, code(&a, &first, 1)).await,
+            LoginStep::Refused(Refusal::WrongCode)
+        ),
+        "the old app's code, after a reset through another instance"
+    );
+    assert!(
+        matches!(
+            login(&a, code(&a, &second, 1)).await,
+            LoginStep::Accepted(_)
+        ),
+        "the new app's code"
+    );
+
+    // Through b: wrong codes until the lock (a code of a step far outside the window).
+    f.clock.advance(Duration::from_secs(30));
+    let wrong = code(&b, &second, 40);
+    let mut locked = false;
+    for _ in 0..20 {
+        if matches!(
+            login(&b, wrong.clone()).await,
+            LoginStep::Refused(Refusal::Locked(_))
+        ) {
+            locked = true;
+            break;
+        }
+    }
+    assert!(locked, "b's wrong codes lock alice");
+    let right = code(&a, &second, 1);
+    assert!(
+        matches!(
+            login(&a, right.clone()).await,
+            LoginStep::Refused(Refusal::Locked(_))
+        ),
+        "a lock set through another instance refuses a right code here"
+    );
+    b.unlock(&alice, &ctx()).await.unwrap();
+    assert!(
+        matches!(login(&a, right).await, LoginStep::Accepted(_)),
+        "the locked attempt consumed nothing"
+    );
+
+    let accepts = a
+        .audit_records(Timestamp(0), Some(&alice), 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.result == Outcome::Accept)
+        .count();
+    assert_eq!(accepts, 3, "each accept audited once");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn embedded_store_accepts_one_code_once_under_a_race() {
     let f = Fixture::start_with(false, "");

@@ -34,6 +34,10 @@ async fn conformance_on_redis() {
     let redis = Redis::start().unwrap();
     let store = connect(&redis, "otpgate:").await;
     conformance::run_all(&store, "redis").await;
+    assert!(
+        conformance::login_steps(&store, "redis-audited").await,
+        "a standalone Redis appends the accept's audit record in the step"
+    );
     conformance::corrupt_trusted_records(&store, "redis").await;
     conformance::old_account_records(&store, "redis").await;
 }
@@ -59,6 +63,10 @@ async fn conformance_and_races_on_a_cluster() {
         .await
         .unwrap();
     conformance::run_all(&a, "cluster").await;
+    assert!(
+        !conformance::login_steps(&a, "cluster-audited").await,
+        "a Cluster keeps the audit log apart from the users' slots"
+    );
     conformance::run_races(&a, &b, "cluster-race").await;
     // The users' keys were spread over the nodes, and the scripts still ran.
     let used = cluster
