@@ -288,6 +288,18 @@ struct Known {
     lookup: Lookup,
 }
 
+/// Where an append-mode value splits ([`Core::split`]).
+struct Split {
+    password: Zeroizing<Vec<u8>>,
+    /// The code or the keyword at the end, if any.
+    answer: Option<Answer>,
+    /// The code's TOTP match, if computed.
+    lookup: Lookup,
+    /// Whether the end is a valid unused code of the user, as the record tells (else
+    /// the keyword, a code-shaped guess, or nothing).
+    certain: bool,
+}
+
 /// The audit reason of an accept.
 fn accept_reason(pending: &PendingLogin, factor: Factor) -> String {
     match &pending.vouched_by {
@@ -370,7 +382,7 @@ impl Core {
         // The user's record: the one an earlier login read, if this instance keeps it
         // (a login that brings its code then reads nothing before its step, which checks
         // the account is still that one), else read now, in one round trip.
-        let (record, read_now) = match self.kept_record(&user) {
+        let (mut record, mut read_now) = match self.kept_record(&user) {
             Some(kept) => (kept, false),
             None => (
                 self.keep_record(&user, self.store.load(&user, self.now()).await?),
@@ -384,7 +396,21 @@ impl Core {
                 Err(r) => return Ok(self.refuse(&ctx, &user, Method::Password, r).await),
             },
             Credential::PasswordWithCode { value, keyword } => {
-                let (password, tail, found) = self.split(&user, &value, &keyword, &record).await?;
+                let mut split = self.split(&user, &value, &keyword, &record).await?;
+                if !split.certain && !read_now {
+                    // The kept record named no valid unused code at the end: it may be
+                    // old (a token added elsewhere, of another length). Split again on
+                    // the record as stored, still before the one bind.
+                    record = self.keep_record(&user, self.store.load(&user, self.now()).await?);
+                    read_now = true;
+                    split = self.split(&user, &value, &keyword, &record).await?;
+                }
+                let Split {
+                    password,
+                    answer: tail,
+                    lookup: found,
+                    ..
+                } = split;
                 lookup = found;
                 match self.directory_check(&user, &password).await? {
                     Ok(entry) => (entry, None, tail),
@@ -540,7 +566,7 @@ impl Core {
                 reason: accept_reason(&pending, Factor::Totp),
             });
             return match self
-                .check_login_code(&user, &code, record, lookup, ahead)
+                .check_login_code(&user, &code, record, read_now, lookup, ahead)
                 .await?
             {
                 Ok(accepted) => {
@@ -847,7 +873,7 @@ impl Core {
         value: &[u8],
         keyword: &str,
         record: &UserRecord,
-    ) -> Result<(Zeroizing<Vec<u8>>, Option<Answer>, Lookup), CoreError> {
+    ) -> Result<Split, CoreError> {
         let email_len = self.settings.email_digits as usize;
         let tail = |n: usize| -> Option<&[u8]> {
             (n > 0 && value.len() > n)
@@ -878,15 +904,16 @@ impl Core {
             )
             .chain([(email_len, mailed.is_some())])
             .collect();
-        let cut = |n: usize, found: Option<TotpMatch>| {
+        let cut = |n: usize, found: Option<TotpMatch>, certain: bool| {
             let (head, tail) = value.split_at(value.len() - n);
-            (
-                Zeroizing::new(head.to_vec()),
-                Some(Answer::Code(Zeroizing::new(
+            Split {
+                password: Zeroizing::new(head.to_vec()),
+                answer: Some(Answer::Code(Zeroizing::new(
                     String::from_utf8_lossy(tail).into_owned(),
                 ))),
-                Lookup::Done(found),
-            )
+                lookup: Lookup::Done(found),
+                certain,
+            }
         };
         // Each tail's TOTP match, computed once: the check after the bind reuses it.
         let mut matches: Vec<(usize, Option<TotpMatch>)> = Vec::with_capacity(lengths.len());
@@ -898,18 +925,19 @@ impl Core {
                     None => self.totp_match(user, &code, record)?,
                 };
                 if self.is_unused_code(user, &code, record, found.as_ref(), mailed.as_ref()) {
-                    return Ok(cut(n, found));
+                    return Ok(cut(n, found, true));
                 }
                 matches.push((n, found));
             }
         }
         let kw = keyword.as_bytes();
         if !kw.is_empty() && value.len() > kw.len() && value.ends_with(kw) {
-            return Ok((
-                Zeroizing::new(value.split_at(value.len() - kw.len()).0.to_vec()),
-                Some(Answer::Keyword),
-                Lookup::NotYet,
-            ));
+            return Ok(Split {
+                password: Zeroizing::new(value.split_at(value.len() - kw.len()).0.to_vec()),
+                answer: Some(Answer::Keyword),
+                lookup: Lookup::NotYet,
+                certain: false,
+            });
         }
         let shaped = lengths
             .iter()
@@ -920,9 +948,14 @@ impl Core {
                 .into_iter()
                 .find(|(m, _)| m == n)
                 .and_then(|(_, found)| found);
-            return Ok(cut(*n, found));
+            return Ok(cut(*n, found, false));
         }
-        Ok((Zeroizing::new(value.to_vec()), None, Lookup::NotYet))
+        Ok(Split {
+            password: Zeroizing::new(value.to_vec()),
+            answer: None,
+            lookup: Lookup::NotYet,
+            certain: false,
+        })
     }
 
     /// A login with a mailed reset link (the portal's reset): one bind, then the link is
@@ -995,7 +1028,7 @@ impl Core {
             return Ok(Err(Refusal::Locked(until)));
         }
         match self
-            .check_login_code(user, code, record, Lookup::NotYet, None)
+            .check_login_code(user, code, record, true, Lookup::NotYet, None)
             .await?
         {
             Ok(accepted) => Ok(Ok(OtpVerified::made(user.clone(), accepted.factor))),

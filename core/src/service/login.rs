@@ -285,13 +285,15 @@ impl Core {
     /// (email digits): an 8-digit code may be either. Every consuming step is one
     /// atomic store operation that checks the lock in the same step and counts a
     /// failure; a success clears the count. `record` may be the one kept from an
-    /// earlier login (`store::cache`): the step names its account, and if the stored
-    /// one is another the record is read again and the code checked anew.
+    /// earlier login (`store::cache`, `read_now` false): the step names its account,
+    /// and if the stored one is another — or the kept one has no token the code is
+    /// of — the record is read again and the code checked anew.
     pub(super) async fn check_login_code(
         &self,
         user: &UserName,
         code: &str,
         record: Arc<UserRecord>,
+        read_now: bool,
         lookup: Lookup,
         audit: Option<AuditAhead<'_>>,
     ) -> Result<Result<CodeAccepted, Refusal>, CoreError> {
@@ -303,6 +305,12 @@ impl Core {
             Lookup::Done(found) => found,
             Lookup::NotYet => self.totp_match(user, code, &record)?,
         };
+        if found.is_none() && !read_now {
+            // A kept record may be old (a token added since, elsewhere): a code of no
+            // token it knows is checked against the record as stored.
+            record = self.keep_record(user, self.store.load(user, now).await?);
+            found = self.totp_match(user, code, &record)?;
+        }
         let mut reason = Refusal::WrongCode;
         let mut changes = 0;
         while let Some(m) = found.take() {
