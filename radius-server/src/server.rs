@@ -335,7 +335,9 @@ async fn receive_loop(
             tracing::debug!(client = %client.config.name, "radius: max_in_flight reached; request dropped");
             continue;
         };
-        shared.tracker.spawn(serve_request(
+        // Boxed, like the login flow's task: tokio copies a task's future when it
+        // spawns and finishes it, and a pointer is cheaper to copy.
+        shared.tracker.spawn(Box::pin(serve_request(
             Arc::clone(&shared),
             Arc::clone(&socket),
             from,
@@ -344,7 +346,7 @@ async fn receive_loop(
             pending,
             permit,
             received,
-        ));
+        )));
     }
 }
 
