@@ -300,6 +300,17 @@ struct Split {
     certain: bool,
 }
 
+/// A code length the append-mode split tries ([`Core::split`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Length {
+    /// One of the user's tokens has it.
+    Token,
+    /// `[totp] digits`, which none of the user's tokens has.
+    App,
+    /// The mailed code's (`[email_otp] digits`).
+    Mailed,
+}
+
 /// The audit reason of an accept.
 fn accept_reason(pending: &PendingLogin, factor: Factor) -> String {
     match &pending.vouched_by {
@@ -866,7 +877,9 @@ impl Core {
     /// 4. else the whole value is the password.
     ///
     /// So a password that itself ends in 6 or 8 digits, or in the keyword, must be
-    /// followed by a code in `auto` mode (README, "RADIUS").
+    /// followed by a code in `auto` mode (README, "RADIUS"). The outstanding mailed
+    /// code is read from the store only when no token's code is at the end, so a
+    /// password ending in digits costs no round trip more.
     async fn split(
         &self,
         user: &UserName,
@@ -880,13 +893,6 @@ impl Core {
                 .then(|| value.split_at(value.len() - n).1)
                 .filter(|t| t.iter().all(u8::is_ascii_digit))
         };
-        let mailed = if tail(email_len).is_some() {
-            self.store
-                .peek_code(user, CodeSlot::Login, self.now())
-                .await?
-        } else {
-            None
-        };
         // The code lengths the user's tokens have (6, 7, 8), then the mailed code's.
         let token_lengths: std::collections::BTreeSet<usize> = record
             .account
@@ -895,15 +901,16 @@ impl Core {
             .flat_map(|a| super::tokens::candidates(a, &self.settings.totp))
             .map(|c| c.params.digits as usize)
             .collect();
-        let lengths: Vec<(usize, bool)> = token_lengths
+        let lengths: Vec<(usize, Length)> = token_lengths
             .iter()
-            .map(|&n| (n, true))
+            .map(|&n| (n, Length::Token))
             .chain(
                 (!token_lengths.contains(&(self.settings.totp.digits as usize)))
-                    .then_some((self.settings.totp.digits as usize, false)),
+                    .then_some((self.settings.totp.digits as usize, Length::App)),
             )
-            .chain([(email_len, mailed.is_some())])
+            .chain([(email_len, Length::Mailed)])
             .collect();
+        let mut mailed = None;
         let cut = |n: usize, found: Option<TotpMatch>, certain: bool| {
             let (head, tail) = value.split_at(value.len() - n);
             Split {
@@ -917,13 +924,21 @@ impl Core {
         };
         // Each tail's TOTP match, computed once: the check after the bind reuses it.
         let mut matches: Vec<(usize, Option<TotpMatch>)> = Vec::with_capacity(lengths.len());
-        for &(n, _) in &lengths {
+        for &(n, length) in &lengths {
             if let Some(t) = tail(n) {
                 let code = String::from_utf8_lossy(t);
                 let found = match matches.iter().find(|(m, _)| *m == n) {
                     Some((_, found)) => found.clone(),
                     None => self.totp_match(user, &code, record)?,
                 };
+                if length == Length::Mailed {
+                    // Asked for only now: a code of the user's tokens at the end costs
+                    // the store nothing before the login's one step.
+                    mailed = self
+                        .store
+                        .peek_code(user, CodeSlot::Login, self.now())
+                        .await?;
+                }
                 if self.is_unused_code(user, &code, record, found.as_ref(), mailed.as_ref()) {
                     return Ok(cut(n, found, true));
                 }
@@ -939,9 +954,14 @@ impl Core {
                 certain: false,
             });
         }
+        let has = |length: Length| match length {
+            Length::Token => true,
+            Length::App => false,
+            Length::Mailed => mailed.is_some(),
+        };
         let shaped = lengths
             .iter()
-            .find(|(n, has)| *has && tail(*n).is_some())
+            .find(|(n, length)| has(*length) && tail(*n).is_some())
             .or_else(|| lengths.iter().find(|(n, _)| tail(*n).is_some()));
         if let Some((n, _)) = shaped {
             let found = matches
