@@ -402,6 +402,77 @@ async fn an_append_mode_login_makes_one_store_round_trip_whatever_the_password_e
     );
 }
 
+/// On a Redis Cluster the audit log is in a slot of its own, so the login's step
+/// cannot append the accept's record: it goes the usual way. Each accept is audited
+/// once there too, a replay is refused and audited as one, and a record kept by one
+/// instance still yields to a reset made through another.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_redis_cluster_every_accept_is_audited_once() {
+    use otpgate_core::audit::Outcome;
+    let cluster = otpgate_tests::RedisCluster::start(3).unwrap();
+    let slapd = Slapd::start().unwrap();
+    let smtp = SmtpSink::start().unwrap();
+    let config = ConfigBuilder::new(&slapd)
+        .smtp(&smtp)
+        .redis_cluster(&cluster)
+        .write()
+        .unwrap();
+    let f = Fixture {
+        slapd,
+        redis: None,
+        smtp,
+        config,
+        clock: ManualClock::new(Timestamp(T0)),
+    };
+    let a = f.core().await;
+    let b = f.core().await;
+    let alice = user("alice");
+    let login = |core: &Arc<Core>, code: String| {
+        let core = core.clone();
+        async move {
+            core.login(password_login("alice", ALICE.password, Some(&code), None))
+                .await
+                .unwrap()
+        }
+    };
+    let first = enroll(&b, "alice").await;
+    assert!(matches!(
+        login(&a, code(&a, &first, 0)).await,
+        LoginStep::Accepted(_)
+    ));
+    assert!(matches!(
+        login(&a, code(&a, &first, 1)).await,
+        LoginStep::Accepted(_)
+    ));
+    assert!(matches!(
+        login(&b, code(&b, &first, 1)).await,
+        LoginStep::Refused(Refusal::Replay)
+    ));
+    b.reset(&alice, &ctx()).await.unwrap();
+    let second = enroll(&b, "alice").await;
+    f.clock.advance(Duration::from_secs(30));
+    assert!(matches!(
+        login(&a, code(&a, &first, 1)).await,
+        LoginStep::Refused(Refusal::WrongCode)
+    ));
+    assert!(matches!(
+        login(&a, code(&a, &second, 1)).await,
+        LoginStep::Accepted(_)
+    ));
+    let records = a
+        .audit_records(Timestamp(0), Some(&alice), 1000)
+        .await
+        .unwrap();
+    let count = |method: Method, result: Outcome| {
+        records
+            .iter()
+            .filter(|r| r.method == method && r.result == result)
+            .count()
+    };
+    assert_eq!(count(Method::Totp, Outcome::Accept), 3, "{records:#?}");
+    assert_eq!(count(Method::Code, Outcome::Reject), 2, "{records:#?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn embedded_store_accepts_one_code_once_under_a_race() {
     let f = Fixture::start_with(false, "");
