@@ -586,7 +586,7 @@ impl Core {
                         version,
                         audited,
                     } = accepted;
-                    self.accept(&pending, entry, factor, ctx, remember, version, audited)
+                    self.accept_audited(&pending, entry, factor, ctx, remember, version, audited)
                         .await
                 }
                 Err(r) => Ok(self.refuse(ctx, &user, Method::Code, r).await),
@@ -619,15 +619,7 @@ impl Core {
                 if let Some(device) = device {
                     if self.is_trusted_device(&user, device).await? {
                         return self
-                            .accept(
-                                &pending,
-                                entry,
-                                Factor::TrustedDevice,
-                                ctx,
-                                None,
-                                version,
-                                None,
-                            )
+                            .accept(&pending, entry, Factor::TrustedDevice, ctx, None, version)
                             .await;
                     }
                 }
@@ -643,7 +635,7 @@ impl Core {
                 };
                 if requirement == Requirement::Exempt {
                     return self
-                        .accept(&pending, entry, Factor::Exempt, ctx, None, version, None)
+                        .accept(&pending, entry, Factor::Exempt, ctx, None, version)
                         .await;
                 }
                 let account = record.account.as_ref();
@@ -680,44 +672,20 @@ impl Core {
         version: u64,
     ) -> Result<LoginStep, CoreError> {
         let user = pending.user.clone();
-        if policy.nullok {
-            return self
-                .accept(
-                    &pending,
-                    entry,
-                    Factor::NotEnrolled,
-                    ctx,
-                    None,
-                    version,
-                    None,
-                )
-                .await;
-        }
-        let today = Date::from_unix(self.now().0);
-        match requirement.without_factor(today) {
+        // `nullok` lets the user in whatever the rule says.
+        let decided = if policy.nullok {
+            WithoutFactor::Admit
+        } else {
+            requirement.without_factor(Date::from_unix(self.now().0))
+        };
+        match decided {
             WithoutFactor::Admit => {
-                self.accept(
-                    &pending,
-                    entry,
-                    Factor::NotEnrolled,
-                    ctx,
-                    None,
-                    version,
-                    None,
-                )
-                .await
+                self.accept(&pending, entry, Factor::NotEnrolled, ctx, None, version)
+                    .await
             }
             WithoutFactor::AdmitUntil(by) => {
                 let step = self
-                    .accept(
-                        &pending,
-                        entry,
-                        Factor::BeforeDeadline,
-                        ctx,
-                        None,
-                        version,
-                        None,
-                    )
+                    .accept(&pending, entry, Factor::BeforeDeadline, ctx, None, version)
                     .await?;
                 let notice = texts::enroll_before(self.settings.portal_url.as_deref(), by);
                 Ok(match step {
@@ -775,16 +743,8 @@ impl Core {
                     .account
                     .map_or(0, |a| a.version);
                 let remember = device.filter(|_| remember);
-                self.accept(
-                    &pending,
-                    entry,
-                    verified.factor(),
-                    ctx,
-                    remember,
-                    version,
-                    None,
-                )
-                .await
+                self.accept(&pending, entry, verified.factor(), ctx, remember, version)
+                    .await
             }
             Err(CoreError::Refused(r)) => Ok(LoginStep::Refused(r)),
             Err(e) => Err(e),
@@ -792,10 +752,24 @@ impl Core {
     }
 
     /// The accept: remembers the device (after a code, if the account is still the one
-    /// the login saw), audits (or only logs the record the code's step stored already,
-    /// `audited`), and makes the [`Accepted`].
+    /// the login saw), audits, and makes the [`Accepted`]. (A plain function returning
+    /// [`Core::accept_audited`]'s future: no async layer more in the login's future.)
+    fn accept<'a>(
+        &'a self,
+        pending: &'a PendingLogin,
+        entry: UserEntry,
+        factor: Factor,
+        ctx: &'a RequestContext,
+        remember: Option<&'a DeviceId>,
+        account_version: u64,
+    ) -> impl std::future::Future<Output = Result<LoginStep, CoreError>> + Send + 'a {
+        self.accept_audited(pending, entry, factor, ctx, remember, account_version, None)
+    }
+
+    /// [`Core::accept`], where the code's step may have stored the accept's audit record
+    /// already (`audited`): it is then only logged.
     #[allow(clippy::too_many_arguments)]
-    async fn accept(
+    async fn accept_audited(
         &self,
         pending: &PendingLogin,
         entry: UserEntry,
@@ -1024,7 +998,7 @@ impl Core {
             entry: None,
             enrolling: false,
         };
-        self.accept(&pending, entry, Factor::ResetLink, ctx, None, 0, None)
+        self.accept(&pending, entry, Factor::ResetLink, ctx, None, 0)
             .await
     }
 

@@ -336,13 +336,18 @@ impl Core {
             };
             match self.store.accept_step(user, &check).await? {
                 StepDecision::Accepted { step, audited } => {
-                    if let Some(digest) = &record.account_digest {
+                    let version = record.account.as_ref().map_or(0, |a| a.version);
+                    let digest = record.account_digest.clone();
+                    // This login's handle on the kept record goes first, so the cache
+                    // notes the step in place instead of copying the account.
+                    drop(record);
+                    if let Some(digest) = digest {
                         self.records
-                            .accepted(user, digest, m.token.as_deref(), step);
+                            .accepted(user, &digest, m.token.as_deref(), step);
                     }
                     return Ok(Ok(CodeAccepted {
                         factor: Factor::Totp,
-                        version: record.account.as_ref().map_or(0, |a| a.version),
+                        version,
                         audited: prepared.filter(|_| audited),
                     }));
                 }

@@ -146,6 +146,13 @@ pub fn password_login(
     }
 }
 
+/// Alice's password and `code` in one login request, through `core`'s flow.
+async fn alice_login(core: &Arc<Core>, code: String) -> LoginStep {
+    core.login(password_login("alice", ALICE.password, Some(&code), None))
+        .await
+        .unwrap()
+}
+
 /// Registers and confirms `address` as `name`'s notification address, reading the code
 /// from the sink.
 pub async fn register_address(f: &Fixture, core: &Core, name: &str, address: &str) {
@@ -268,17 +275,9 @@ async fn a_record_kept_by_one_instance_yields_to_changes_made_through_another() 
     let a = f.core().await;
     let b = f.core().await;
     let alice = user("alice");
-    let login = |core: &Arc<Core>, code: String| {
-        let core = core.clone();
-        async move {
-            core.login(password_login("alice", ALICE.password, Some(&code), None))
-                .await
-                .unwrap()
-        }
-    };
     let first = enroll(&b, "alice").await;
     assert!(matches!(
-        login(&a, code(&a, &first, 0)).await,
+        alice_login(&a, code(&a, &first, 0)).await,
         LoginStep::Accepted(_)
     ));
 
@@ -287,14 +286,14 @@ async fn a_record_kept_by_one_instance_yields_to_changes_made_through_another() 
     let second = enroll(&b, "alice").await;
     assert!(
         matches!(
-            login(&a, code(&a, &first, 1)).await,
+            alice_login(&a, code(&a, &first, 1)).await,
             LoginStep::Refused(Refusal::WrongCode)
         ),
         "the old app's code, after a reset through another instance"
     );
     assert!(
         matches!(
-            login(&a, code(&a, &second, 1)).await,
+            alice_login(&a, code(&a, &second, 1)).await,
             LoginStep::Accepted(_)
         ),
         "the new app's code"
@@ -306,7 +305,7 @@ async fn a_record_kept_by_one_instance_yields_to_changes_made_through_another() 
     let mut locked = false;
     for _ in 0..20 {
         if matches!(
-            login(&b, wrong.clone()).await,
+            alice_login(&b, wrong.clone()).await,
             LoginStep::Refused(Refusal::Locked(_))
         ) {
             locked = true;
@@ -317,14 +316,14 @@ async fn a_record_kept_by_one_instance_yields_to_changes_made_through_another() 
     let right = code(&a, &second, 1);
     assert!(
         matches!(
-            login(&a, right.clone()).await,
+            alice_login(&a, right.clone()).await,
             LoginStep::Refused(Refusal::Locked(_))
         ),
         "a lock set through another instance refuses a right code here"
     );
     b.unlock(&alice, &ctx()).await.unwrap();
     assert!(
-        matches!(login(&a, right).await, LoginStep::Accepted(_)),
+        matches!(alice_login(&a, right).await, LoginStep::Accepted(_)),
         "the locked attempt consumed nothing"
     );
 
@@ -427,36 +426,28 @@ async fn on_a_redis_cluster_every_accept_is_audited_once() {
     let a = f.core().await;
     let b = f.core().await;
     let alice = user("alice");
-    let login = |core: &Arc<Core>, code: String| {
-        let core = core.clone();
-        async move {
-            core.login(password_login("alice", ALICE.password, Some(&code), None))
-                .await
-                .unwrap()
-        }
-    };
     let first = enroll(&b, "alice").await;
     assert!(matches!(
-        login(&a, code(&a, &first, 0)).await,
+        alice_login(&a, code(&a, &first, 0)).await,
         LoginStep::Accepted(_)
     ));
     assert!(matches!(
-        login(&a, code(&a, &first, 1)).await,
+        alice_login(&a, code(&a, &first, 1)).await,
         LoginStep::Accepted(_)
     ));
     assert!(matches!(
-        login(&b, code(&b, &first, 1)).await,
+        alice_login(&b, code(&b, &first, 1)).await,
         LoginStep::Refused(Refusal::Replay)
     ));
     b.reset(&alice, &ctx()).await.unwrap();
     let second = enroll(&b, "alice").await;
     f.clock.advance(Duration::from_secs(30));
     assert!(matches!(
-        login(&a, code(&a, &first, 1)).await,
+        alice_login(&a, code(&a, &first, 1)).await,
         LoginStep::Refused(Refusal::WrongCode)
     ));
     assert!(matches!(
-        login(&a, code(&a, &second, 1)).await,
+        alice_login(&a, code(&a, &second, 1)).await,
         LoginStep::Accepted(_)
     ));
     let records = a
