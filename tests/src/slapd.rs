@@ -3,7 +3,10 @@
 //! Built fresh for every [`Slapd`]: a cn=config directory made by `slapadd -n 0`
 //! (back_mdb, schemas core/cosine/inetorgperson/nis, the memberof overlay), the
 //! entries loaded offline by `slapadd -n 1`, then `slapd -d none` in the foreground on
-//! a loopback port. Groups are added online with `ldapadd` after start, because the
+//! a loopback port. `olcLogLevel: none`, as Debian's slapd package configures it: with
+//! slapd's own default (`stats`) every operation is sent to syslog, and on a host
+//! without `/dev/log` each of those lines costs a socket, a failed connect and a close
+//! under a process-wide lock (half of slapd's CPU under the bench's load). Groups are added online with `ldapadd` after start, because the
 //! memberof overlay only maintains `memberOf` for online changes.
 //!
 //! Access: `userPassword` is usable for binds only (`by self write by anonymous auth`),
@@ -498,6 +501,7 @@ fn config_ldif(root_password_hash: &str, db: &Path, tls: Option<&TestCa>) -> Str
         "dn: cn=config
 objectClass: olcGlobal
 cn: config
+olcLogLevel: none
 {tls}
 dn: cn=module{{0}},cn=config
 objectClass: olcModuleList
