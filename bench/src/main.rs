@@ -52,7 +52,8 @@ struct RadiusArgs {
     /// Length of each run.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     duration: Duration,
-    /// A run before the measured ones, not reported (connections, caches).
+    /// A run before the measured ones with a password, not reported (connections,
+    /// caches); the OTP-only runs have their own, `--otp-only-warmup`.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     warmup: Duration,
     /// How long a request waits for its reply before it counts as a timeout.
@@ -74,6 +75,11 @@ struct RadiusArgs {
     /// twice as fast as the runs with a password: a shorter run needs fewer users.
     #[arg(long, value_parser = parse_duration)]
     otp_only_duration: Option<Duration>,
+    /// The warm-up before the OTP-only runs. The runs with a password have already
+    /// brought every user's record and entry into the caches; a long warm-up at this
+    /// rate would only use up fresh codes.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    otp_only_warmup: Duration,
     /// Enrollments in parallel during setup.
     #[arg(long, default_value_t = 16)]
     enroll_concurrency: usize,
@@ -345,10 +351,13 @@ async fn run_levels(
     levels: &[usize],
     code_only: bool,
 ) -> anyhow::Result<bool> {
-    let duration = if code_only {
-        args.otp_only_duration.unwrap_or(args.duration)
+    let (duration, warmup) = if code_only {
+        (
+            args.otp_only_duration.unwrap_or(args.duration),
+            args.otp_only_warmup,
+        )
     } else {
-        args.duration
+        (args.duration, args.warmup)
     };
     let (watched, redis_port) = (measured.processes.as_slice(), measured.redis_port);
     let target = Arc::new(target);
@@ -359,12 +368,12 @@ async fn run_levels(
         period,
         code_only,
     };
-    if !args.warmup.is_zero() {
+    if !warmup.is_zero() {
         let first = levels.first().copied().unwrap_or(1);
         let mut warm = load::run(
             Arc::clone(&target),
             Arc::clone(&logins),
-            options(first, args.warmup),
+            options(first, warmup),
         )
         .await?;
         println!("warm-up     {}", warm.stats.summary(warm.elapsed));
