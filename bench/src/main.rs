@@ -63,7 +63,8 @@ struct RadiusArgs {
     /// run of R req/s for T s needs about R·T / (2·skew_steps + T/30) users.
     #[arg(long, default_value_t = 10)]
     skew_steps: u32,
-    /// otpgate's `[directory] cache_for` (default: the product's default).
+    /// otpgate's `[directory] cache_for` (default: the product's default), and as long
+    /// FreeRADIUS's user cache (`rlm_cache`: the DN and the TOTP secret; `0s`: none).
     #[arg(long)]
     cache_for: Option<String>,
     /// In-flight levels of the OTP-only run against otpgate (a
@@ -285,16 +286,26 @@ fn lock(logins: &Mutex<Logins>) -> std::sync::MutexGuard<'_, Logins> {
 /// The FreeRADIUS baseline (rlm_ldap + rlm_totp) on a slapd of its own.
 async fn run_freeradius(args: &RadiusArgs) -> anyhow::Result<bool> {
     println!("== FreeRADIUS baseline (rlm_ldap search + bind, rlm_totp; no replay protection)");
+    let cache_for = parse_duration(
+        args.cache_for
+            .as_deref()
+            .unwrap_or(otpgate_config::DEFAULT_LDAP_CACHE_FOR),
+    )
+    .map_err(|e| anyhow::anyhow!("--cache-for: {e}"))?;
     let started = std::time::Instant::now();
-    let mut env =
-        setup::start_baseline(args.users).context("starting slapd and the FreeRADIUS baseline")?;
+    let mut env = setup::start_baseline(args.users, cache_for)
+        .context("starting slapd and the FreeRADIUS baseline")?;
     println!(
         "servers up in {:.1} s: freeradius at {}; idle freeradius: {}",
         started.elapsed().as_secs_f64(),
         env.server.addr(),
         rss(env.server.pid())
     );
-    println!("tuning: {}", otpgate_tests::baseline::TUNING);
+    println!(
+        "tuning: {}; rlm_cache of the DN and TOTP secret for {} s",
+        otpgate_tests::baseline::TUNING,
+        cache_for.as_secs()
+    );
     let measured = Measured {
         processes: vec![
             Watched {

@@ -198,13 +198,17 @@ pub struct BaselineEnvironment {
 }
 
 /// Starts slapd with `users` bulk users, each with a fresh random TOTP secret of 160
-/// bits in its entry, and the FreeRADIUS baseline on it.
+/// bits in its entry, and the FreeRADIUS baseline on it, caching each user's DN and
+/// secret for `cache_for` (zero: no cache).
 ///
 /// # Errors
 ///
 /// [`SetupError::Harness`] when a server does not start (or `freeradius-ldap` is
 /// missing), [`SetupError::Core`] when no randomness is to be had.
-pub fn start_baseline(users: usize) -> Result<BaselineEnvironment, SetupError> {
+pub fn start_baseline(
+    users: usize,
+    cache_for: std::time::Duration,
+) -> Result<BaselineEnvironment, SetupError> {
     let secrets = (0..users)
         .map(|_| TotpSecret::generate(&OsRandom))
         .collect::<Result<Vec<_>, _>>()?;
@@ -213,7 +217,7 @@ pub fn start_baseline(users: usize) -> Result<BaselineEnvironment, SetupError> {
         bulk_descriptions: secrets.iter().map(|s| s.to_base32().to_string()).collect(),
         ..SlapdOptions::default()
     })?;
-    let server = FreeRadiusBaseline::start(&slapd, SECRET)?;
+    let server = FreeRadiusBaseline::start(&slapd, SECRET, cache_for)?;
     let users = secrets
         .into_iter()
         .enumerate()

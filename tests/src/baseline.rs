@@ -6,7 +6,10 @@
 //! user as the service account (with the same activated filter) and takes the TOTP
 //! secret from the entry's `description`, binds as the user to check the password,
 //! and `rlm_totp` checks the code. There is no replay protection, no lockout and no
-//! audit record: FreeRADIUS 3.2 has none of them for TOTP.
+//! audit record: FreeRADIUS 3.2 has none of them for TOTP. Given a `cache_for`, as
+//! otpgate's `[directory] cache_for`, an `rlm_cache` instance in front of `rlm_ldap`
+//! keeps each user's DN and TOTP secret that long, so a cached user's login skips the
+//! search (the bind, and `rlm_ldap`'s rebind as the service account after it, remain).
 //!
 //! [`FreeRadiusBaseline::start`] copies the packaged `/etc/freeradius/3.0` (with
 //! `freeradius-ldap` installed), makes that site and its two modules the only enabled
@@ -15,6 +18,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::time::Duration;
 
 use tempfile::TempDir;
 
@@ -63,9 +67,10 @@ pub struct FreeRadiusBaseline {
 
 impl FreeRadiusBaseline {
     /// Configures and starts FreeRADIUS against `slapd`, with one client for
-    /// 127.0.0.1 that shares `secret` and must send Message-Authenticator; retries on
+    /// 127.0.0.1 that shares `secret` and must send Message-Authenticator, and a user
+    /// cache (`rlm_cache`) of `cache_for` (whole seconds; zero for none); retries on
     /// another port if the one picked was taken.
-    pub fn start(slapd: &Slapd, secret: &str) -> Result<Self> {
+    pub fn start(slapd: &Slapd, secret: &str, cache_for: Duration) -> Result<Self> {
         let freeradius = require_binary("freeradius", &["freeradius"])?;
         if !Path::new(RLM_LDAP).exists() {
             return Err(HarnessError::MissingBinary {
@@ -76,7 +81,7 @@ impl FreeRadiusBaseline {
         let mut last = None;
         for _ in 0..START_ATTEMPTS {
             let port = free_udp_port()?;
-            match Self::start_on(&freeradius, slapd, secret, port) {
+            match Self::start_on(&freeradius, slapd, secret, cache_for, port) {
                 Ok(server) => return Ok(server),
                 Err(err) if err.is_retryable_start() => last = Some(err),
                 Err(err) => return Err(err),
@@ -85,9 +90,15 @@ impl FreeRadiusBaseline {
         Err(last.unwrap_or_else(|| HarnessError::Usage("no start attempt was made".into())))
     }
 
-    fn start_on(freeradius: &Path, slapd: &Slapd, secret: &str, port: u16) -> Result<Self> {
+    fn start_on(
+        freeradius: &Path,
+        slapd: &Slapd,
+        secret: &str,
+        cache_for: Duration,
+        port: u16,
+    ) -> Result<Self> {
         let (dir, conf) = packaged_copy("otpgate-baseline-")?;
-        configure(&conf, slapd, secret, port)?;
+        configure(&conf, slapd, secret, cache_for.as_secs(), port)?;
         let process = spawn_ready(freeradius, &["-f", "-l", "stdout"], &conf, dir.path())?;
         Ok(Self {
             process,
@@ -122,7 +133,7 @@ fn quoted(text: &str) -> String {
     format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-fn configure(conf: &Path, slapd: &Slapd, secret: &str, port: u16) -> Result<()> {
+fn configure(conf: &Path, slapd: &Slapd, secret: &str, cache_secs: u64, port: u16) -> Result<()> {
     let radiusd = conf.join("radiusd.conf");
     let mut text = replace_once(
         &read(&radiusd)?,
@@ -136,6 +147,19 @@ fn configure(conf: &Path, slapd: &Slapd, secret: &str, port: u16) -> Result<()> 
     write_public(&radiusd, text.as_bytes())?;
 
     remove_entries(&conf.join("sites-enabled"))?;
+    let search = "\t\tldap\n\t\tif (!(ok || updated)) {\n\t\t\treject\n\t\t}";
+    // With the cache: look up read-only first (`notfound` or `updated`, never an empty
+    // entry made before the search); on a miss search, then call it again to create
+    // the entry from what the search put in the control list.
+    let lookup = if cache_secs == 0 {
+        search.to_owned()
+    } else {
+        format!(
+            "\t\tupdate control {{\n\t\t\t&Cache-Read-Only := yes\n\t\t}}\n\t\tuser_cache\n\
+             \t\tif (notfound) {{\n{}\n\t\t\tuser_cache\n\t\t}}",
+            search.replace("\t\t", "\t\t\t")
+        )
+    };
     let site = format!(
         r#"server otpgate-baseline {{
 	listen {{
@@ -153,10 +177,7 @@ fn configure(conf: &Path, slapd: &Slapd, secret: &str, port: u16) -> Result<()> 
 		else {{
 			reject
 		}}
-		ldap
-		if (!(ok || updated)) {{
-			reject
-		}}
+{lookup}
 		update control {{
 			&Auth-Type := LDAP
 		}}
@@ -224,13 +245,23 @@ fn configure(conf: &Path, slapd: &Slapd, secret: &str, port: u16) -> Result<()> 
         people = quoted(PEOPLE_DN),
         activated = ACTIVATED_FILTER,
     );
-    // Only what the site uses: the unlang keywords of `always` (`reject`), ldap, totp.
+    // Only what the site uses: the unlang keywords of `always` (`reject`), ldap, totp
+    // and the cache.
     let always = std::fs::read(conf.join("mods-enabled/always"))
         .map_err(|e| HarnessError::io("reading mods-enabled/always", e))?;
     remove_entries(&conf.join("mods-enabled"))?;
     write_public(&conf.join("mods-enabled/always"), &always)?;
     write_private(&conf.join("mods-enabled/ldap"), ldap.as_bytes())?;
     write_public(&conf.join("mods-enabled/totp"), b"totp {\n}\n")?;
+    if cache_secs > 0 {
+        let cache = format!(
+            "cache user_cache {{\n\tdriver = \"rlm_cache_rbtree\"\n\tkey = \"%{{User-Name}}\"\n\
+             \tttl = {cache_secs}\n\tadd_stats = no\n\tupdate {{\n\
+             \t\t&control:LDAP-UserDN := &control:LDAP-UserDN\n\
+             \t\t&control:TOTP-Secret := &control:TOTP-Secret\n\t}}\n}}\n"
+        );
+        write_public(&conf.join("mods-enabled/user_cache"), cache.as_bytes())?;
+    }
 
     let clients = format!(
         "client bench {{\n\tipaddr = 127.0.0.1\n\tsecret = {}\n\

@@ -3,6 +3,8 @@
 //! refuses a wrong code, a wrong password and an unknown user. Without this the
 //! comparison in `bench/README.md` could measure a server that rejects everything.
 
+use std::time::Duration;
+
 use otpgate_core::clock::{Clock, SystemClock};
 use otpgate_core::otp::totp;
 use otpgate_core::secret::TotpSecret;
@@ -24,6 +26,17 @@ fn login(baseline: &FreeRadiusBaseline, user: &str, password: &str) -> crate::ra
 
 #[test]
 fn baseline_checks_the_password_and_the_code() {
+    check_logins(Duration::ZERO);
+}
+
+/// With the user cache the bench gives it (`rlm_cache` of the DN and the TOTP secret),
+/// a cached user's wrong password or wrong code is still refused.
+#[test]
+fn baseline_with_its_user_cache_checks_the_password_and_the_code() {
+    check_logins(Duration::from_secs(60));
+}
+
+fn check_logins(cache_for: Duration) {
     let secrets: Vec<TotpSecret> = (0..2u8)
         .map(|i| TotpSecret::from_bytes(&[i.wrapping_mul(37).wrapping_add(11); 20]))
         .collect();
@@ -33,7 +46,7 @@ fn baseline_checks_the_password_and_the_code() {
         ..SlapdOptions::default()
     })
     .unwrap();
-    let baseline = FreeRadiusBaseline::start(&slapd, SECRET).unwrap();
+    let baseline = FreeRadiusBaseline::start(&slapd, SECRET, cache_for).unwrap();
     let step = || totp::step_at(SystemClock.now(), 30);
     // FreeRADIUS reads the wall clock, so the code is the current step's.
     let code = |index: usize| totp::code_at_step(&secrets[index], step(), &params());
@@ -49,20 +62,26 @@ fn baseline_checks_the_password_and_the_code() {
         );
         (reply, before != step())
     };
-    let accepted = match try_accept() {
+    let accept = || match try_accept() {
         (reply, true) if !reply.output.contains("Access-Accept") => try_accept().0,
         (reply, _) => reply,
     };
-    assert_code(&accepted, "Access-Accept");
-    assert!(
-        accepted.output.contains("Message-Authenticator"),
-        "{}",
-        accepted.output
-    );
+    // Twice: with the cache the second login finds the user cached.
+    for _ in 0..2 {
+        let accepted = accept();
+        assert_code(&accepted, "Access-Accept");
+        assert!(
+            accepted.output.contains("Message-Authenticator"),
+            "{}",
+            accepted.output
+        );
+    }
 
-    // The other user's code, the other user's password, no code, nobody.
+    // The other user's code, the other user's password (with the right code and
+    // without), no code, nobody.
     for (user, password) in [
         (bulk_uid(0), format!("{}{}", bulk_password(0), code(1))),
+        (bulk_uid(0), format!("{}{}", bulk_password(1), code(0))),
         (bulk_uid(1), format!("{}{}", bulk_password(0), code(1))),
         (bulk_uid(0), bulk_password(0)),
         (
