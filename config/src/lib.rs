@@ -44,16 +44,12 @@ pub use error::ConfigError;
 pub use ipnet::IpNet;
 pub use policy::{Date, PolicyDoor, PolicyRule, SecondFactor};
 pub use secret::SecretBytes;
+/// `[directory] cache_for` when the configuration says nothing (the bench gives the
+/// FreeRADIUS baseline a user cache as long).
+pub use validate::DEFAULT_LDAP_CACHE_FOR;
 
 /// The default configuration path, overridden by `--config` or `OTPGATE_CONFIG`.
 pub const DEFAULT_PATH: &str = "/etc/otpgate/otpgate.toml";
-
-/// `[directory] cache_for` when the configuration says nothing. A minute: a
-/// deactivation or a group change reaches logins within a minute (the password, a
-/// password-policy lock and a deleted entry take effect at once, as the bind is never
-/// cached), while bursts of logins by one user (VPN reconnects, PAM hosts, a NAS
-/// retrying) cost one search instead of one each.
-pub const DEFAULT_LDAP_CACHE_FOR: &str = "60s";
 
 /// How a file is loaded.
 #[derive(Debug, Clone)]

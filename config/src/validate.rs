@@ -15,7 +15,11 @@ const DEFAULT_GROUPS_ATTRIBUTE: &str = "memberOf";
 const DEFAULT_MAIL_ATTRIBUTE: &str = "mail";
 const DEFAULT_LDAP_TIMEOUT: &str = "3s";
 const DEFAULT_LDAP_POOL: usize = 4;
-use crate::DEFAULT_LDAP_CACHE_FOR;
+/// A minute: a deactivation or a group change reaches logins within a minute (the
+/// password, a password-policy lock and a deleted entry take effect at once, as the
+/// bind is never cached), while bursts of logins by one user (VPN reconnects, PAM
+/// hosts, a NAS retrying) cost one search instead of one each.
+pub const DEFAULT_LDAP_CACHE_FOR: &str = "60s";
 /// Beyond a day, a deactivation would wait too long to reach logins.
 const MAX_LDAP_CACHE_FOR: Duration = Duration::from_secs(86_400);
 const DEFAULT_KEY_PREFIX: &str = "otpgate:";

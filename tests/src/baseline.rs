@@ -9,10 +9,11 @@
 //! audit record: FreeRADIUS 3.2 has none of them for TOTP. Given a `cache_for`, as
 //! otpgate's `[directory] cache_for`, an `rlm_cache` instance in front of `rlm_ldap`
 //! keeps each user's DN and TOTP secret that long, so a cached user's login skips the
-//! search (the bind, and `rlm_ldap`'s rebind as the service account after it, remain).
+//! search and makes one LDAP operation, the bind (`rlm_ldap` rebinds a connection as
+//! the service account only before its next search).
 //!
 //! [`FreeRadiusBaseline::start`] copies the packaged `/etc/freeradius/3.0` (with
-//! `freeradius-ldap` installed), makes that site and its two modules the only enabled
+//! `freeradius-ldap` installed), makes that site and its modules the only enabled
 //! ones, and runs `freeradius -f` (threaded, as deployed, not the single-threaded
 //! `-X`) with logging of each request off, tuned for load ([`TUNING`]).
 
