@@ -54,6 +54,27 @@ const RADIUSD_TUNING: [(&str, &str); 7] = [
     ("max_queue_size", "65536"),
 ];
 
+/// The site's user lookup without a cache: the search as the service account.
+const SEARCH: &str = "\t\tldap
+		if (!(ok || updated)) {
+			reject
+		}";
+
+/// With the cache: a read-only look-up first (`notfound` or `updated`, never an empty
+/// entry made before the search); on a miss the search, then the cache once more, to
+/// make the entry from what the search put in the control list.
+const CACHED_SEARCH: &str = "\t\tupdate control {
+			&Cache-Read-Only := yes
+		}
+		user_cache
+		if (notfound) {
+			ldap
+			if (!(ok || updated)) {
+				reject
+			}
+			user_cache
+		}";
+
 /// The module FreeRADIUS needs for LDAP, which the `freeradius` package lacks.
 const RLM_LDAP: &str = "/usr/lib/freeradius/rlm_ldap.so";
 
@@ -148,18 +169,10 @@ fn configure(conf: &Path, slapd: &Slapd, secret: &str, cache_secs: u64, port: u1
     write_public(&radiusd, text.as_bytes())?;
 
     remove_entries(&conf.join("sites-enabled"))?;
-    let search = "\t\tldap\n\t\tif (!(ok || updated)) {\n\t\t\treject\n\t\t}";
-    // With the cache: look up read-only first (`notfound` or `updated`, never an empty
-    // entry made before the search); on a miss search, then call it again to create
-    // the entry from what the search put in the control list.
     let lookup = if cache_secs == 0 {
-        search.to_owned()
+        SEARCH
     } else {
-        format!(
-            "\t\tupdate control {{\n\t\t\t&Cache-Read-Only := yes\n\t\t}}\n\t\tuser_cache\n\
-             \t\tif (notfound) {{\n{}\n\t\t\tuser_cache\n\t\t}}",
-            search.replace("\t\t", "\t\t\t")
-        )
+        CACHED_SEARCH
     };
     let site = format!(
         r#"server otpgate-baseline {{
@@ -256,10 +269,17 @@ fn configure(conf: &Path, slapd: &Slapd, secret: &str, cache_secs: u64, port: u1
     write_public(&conf.join("mods-enabled/totp"), b"totp {\n}\n")?;
     if cache_secs > 0 {
         let cache = format!(
-            "cache user_cache {{\n\tdriver = \"rlm_cache_rbtree\"\n\tkey = \"%{{User-Name}}\"\n\
-             \tttl = {cache_secs}\n\tadd_stats = no\n\tupdate {{\n\
-             \t\t&control:LDAP-UserDN := &control:LDAP-UserDN\n\
-             \t\t&control:TOTP-Secret := &control:TOTP-Secret\n\t}}\n}}\n"
+            r#"cache user_cache {{
+	driver = "rlm_cache_rbtree"
+	key = "%{{User-Name}}"
+	ttl = {cache_secs}
+	add_stats = no
+	update {{
+		&control:LDAP-UserDN := &control:LDAP-UserDN
+		&control:TOTP-Secret := &control:TOTP-Secret
+	}}
+}}
+"#
         );
         write_public(&conf.join("mods-enabled/user_cache"), cache.as_bytes())?;
     }

@@ -6,8 +6,9 @@
 //! a loopback port. `olcLogLevel: none`, as Debian's slapd package configures it: with
 //! slapd's own default (`stats`) every operation is sent to syslog, and on a host
 //! without `/dev/log` each of those lines costs a socket, a failed connect and a close
-//! under a process-wide lock (half of slapd's CPU under the bench's load). Groups are added online with `ldapadd` after start, because the
-//! memberof overlay only maintains `memberOf` for online changes.
+//! under a process-wide lock (half of slapd's CPU under the bench's load). Groups are
+//! added online with `ldapadd` after start, because the memberof overlay only
+//! maintains `memberOf` for online changes.
 //!
 //! Access: `userPassword` is usable for binds only (`by self write by anonymous auth`),
 //! everything else is readable by all; the service account has no size or time limit

@@ -153,6 +153,19 @@ async fn alice_login(core: &Arc<Core>, code: String) -> LoginStep {
         .unwrap()
 }
 
+/// Two cores on `f`'s store, alice enrolled through the second and logged in once
+/// through the first, which keeps her record: the cores and her app's secret.
+async fn two_cores_with_alice_kept_by_the_first(f: &Fixture) -> (Arc<Core>, Arc<Core>, TotpSecret) {
+    let a = f.core().await;
+    let b = f.core().await;
+    let first = enroll(&b, "alice").await;
+    assert!(matches!(
+        alice_login(&a, code(&a, &first, 0)).await,
+        LoginStep::Accepted(_)
+    ));
+    (a, b, first)
+}
+
 /// Registers and confirms `address` as `name`'s notification address, reading the code
 /// from the sink.
 pub async fn register_address(f: &Fixture, core: &Core, name: &str, address: &str) {
@@ -272,14 +285,8 @@ async fn two_cores_on_one_redis_accept_one_code_once() {
 async fn a_record_kept_by_one_instance_yields_to_changes_made_through_another() {
     use otpgate_core::audit::Outcome;
     let f = Fixture::start("");
-    let a = f.core().await;
-    let b = f.core().await;
+    let (a, b, first) = two_cores_with_alice_kept_by_the_first(&f).await;
     let alice = user("alice");
-    let first = enroll(&b, "alice").await;
-    assert!(matches!(
-        alice_login(&a, code(&a, &first, 0)).await,
-        LoginStep::Accepted(_)
-    ));
 
     // Through b: a reset, and a new app.
     b.reset(&alice, &ctx()).await.unwrap();
@@ -423,14 +430,8 @@ async fn on_a_redis_cluster_every_accept_is_audited_once() {
         config,
         clock: ManualClock::new(Timestamp(T0)),
     };
-    let a = f.core().await;
-    let b = f.core().await;
+    let (a, b, first) = two_cores_with_alice_kept_by_the_first(&f).await;
     let alice = user("alice");
-    let first = enroll(&b, "alice").await;
-    assert!(matches!(
-        alice_login(&a, code(&a, &first, 0)).await,
-        LoginStep::Accepted(_)
-    ));
     assert!(matches!(
         alice_login(&a, code(&a, &first, 1)).await,
         LoginStep::Accepted(_)
