@@ -12,10 +12,8 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use otpgate_core::clock::{Clock, SystemClock};
-use otpgate_core::otp::totp;
 use otpgate_radius_proto::{
     AccessRequestParams, Reply, Secret, check_reply, encode_access_request,
 };
@@ -104,6 +102,39 @@ pub async fn run(
     })
 }
 
+/// How far behind the precise clock a server may read the time. `rlm_totp` takes it
+/// from `time(2)`, which glibc answers from the vDSO's copy of the time, updated at
+/// each kernel tick (a few milliseconds apart): just after a step boundary it can still
+/// read the step before.
+const COARSE_CLOCK_LAG: Duration = Duration::from_millis(20);
+
+/// Now, to the millisecond: the generator is an entry point, and a boundary must be
+/// placed closer than `SystemClock`'s whole seconds.
+#[allow(clippy::disallowed_methods)] // the bench's one reading of the wall clock
+fn wall_clock() -> SystemTime {
+    SystemTime::now()
+}
+
+/// The TOTP step of `t`.
+fn step_at(t: SystemTime, period: u64) -> u64 {
+    let seconds = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    seconds / period.max(1)
+}
+
+/// Whether a refused code of `step`, picked at `picked_at` and answered at
+/// `replied_at`, may have met a server that was not in `step`: the step had turned over
+/// when the reply came, or had begun so shortly before the code was picked that a
+/// server reading a coarse clock ([`COARSE_CLOCK_LAG`]) could still be in the one
+/// before.
+fn is_stale(step: u64, picked_at: SystemTime, replied_at: SystemTime, period: u64) -> bool {
+    let lagging = picked_at
+        .checked_sub(COARSE_CLOCK_LAG)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    step_at(lagging, period) != step || step_at(replied_at, period) != step
+}
+
 /// One request in flight at a time.
 struct Worker {
     socket: UdpSocket,
@@ -119,7 +150,8 @@ impl Worker {
         let mut identifier: u8 = 0;
         let mut buf = vec![0u8; 4096];
         while Instant::now() < deadline && !self.exhausted.load(Ordering::Relaxed) {
-            let now_step = totp::step_at(SystemClock.now(), self.options.period);
+            let picked_at = wall_clock();
+            let now_step = step_at(picked_at, self.options.period);
             let next = {
                 let mut logins = self.logins.lock().unwrap_or_else(PoisonError::into_inner);
                 let current_step_only = logins.is_current_step();
@@ -155,7 +187,7 @@ impl Worker {
             let latency = sent.elapsed();
             if outcome == Outcome::Reject
                 && current_step_only
-                && totp::step_at(SystemClock.now(), self.options.period) != step
+                && is_stale(step, picked_at, wall_clock(), self.options.period)
             {
                 outcome = Outcome::StaleReject;
             }
@@ -188,5 +220,29 @@ impl Worker {
                 Err(_) => stats.bad_replies += 1,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: u64, millis: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(seconds) + Duration::from_millis(millis)
+    }
+
+    #[test]
+    fn a_reject_inside_one_step_is_not_stale() {
+        // Step 100 runs from 3000 s to 3030 s.
+        assert!(!is_stale(100, at(3010, 0), at(3010, 5), 30));
+        assert!(!is_stale(100, at(3000, 25), at(3029, 999), 30));
+    }
+
+    #[test]
+    fn a_reject_across_a_boundary_or_just_after_one_is_stale() {
+        // The step turned over in flight.
+        assert!(is_stale(100, at(3029, 999), at(3030, 1), 30));
+        // Picked 5 ms into the step: a server on a coarse clock may still be in 99.
+        assert!(is_stale(100, at(3000, 5), at(3000, 7), 30));
     }
 }

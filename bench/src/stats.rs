@@ -11,8 +11,9 @@ pub enum Outcome {
     /// An authentic Access-Reject.
     Reject,
     /// An authentic Access-Reject of a code whose step ended while the request was in
-    /// flight, from a server that accepts only the current step (the FreeRADIUS
-    /// baseline); expected around each step boundary, not a failure.
+    /// flight, or had begun only milliseconds before it was sent, from a server that
+    /// accepts only the current step (the FreeRADIUS baseline, which reads a coarse
+    /// clock); expected around each step boundary, not a failure.
     StaleReject,
     /// An authentic Access-Challenge (append mode should never challenge).
     Challenge,
@@ -29,7 +30,7 @@ pub struct Stats {
     pub accepts: u64,
     /// Access-Rejects (not counting the stale ones).
     pub rejects: u64,
-    /// Access-Rejects of codes whose step ended in flight ([`Outcome::StaleReject`]).
+    /// Access-Rejects of codes at a step boundary ([`Outcome::StaleReject`]).
     pub stale_rejects: u64,
     /// Access-Challenges.
     pub challenges: u64,
