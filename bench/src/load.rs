@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use otpgate_core::clock::Timestamp;
+use otpgate_core::otp::totp;
 use otpgate_radius_proto::{
     AccessRequestParams, Reply, Secret, check_reply, encode_access_request,
 };
@@ -115,12 +117,12 @@ fn wall_clock() -> SystemTime {
     SystemTime::now()
 }
 
-/// The TOTP step of `t`.
+/// The TOTP step of `t` (whole seconds, as the core counts them).
 fn step_at(t: SystemTime, period: u64) -> u64 {
     let seconds = t
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    seconds / period.max(1)
+    totp::step_at(Timestamp(seconds), period)
 }
 
 /// Whether a refused code of `step`, picked at `picked_at` and answered at

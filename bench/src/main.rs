@@ -65,8 +65,8 @@ struct RadiusArgs {
     skew_steps: u32,
     /// otpgate's `[directory] cache_for` (default: the product's default), and as long
     /// FreeRADIUS's user cache (`rlm_cache`: the DN and the TOTP secret; `0s`: none).
-    #[arg(long)]
-    cache_for: Option<String>,
+    #[arg(long, default_value = otpgate_config::DEFAULT_LDAP_CACHE_FOR, value_parser = parse_duration)]
+    cache_for: Duration,
     /// In-flight levels of the OTP-only run against otpgate (a
     /// `password_checked_by_client` client: the code alone, no user bind); `0` for
     /// none.
@@ -192,7 +192,7 @@ async fn run_otpgate(args: &RadiusArgs) -> anyhow::Result<bool> {
     println!("== otpgate serve (append mode, replay protection, lockout, audit)");
     let started = std::time::Instant::now();
     // Blocking here is harmless: nothing else runs on this thread yet.
-    let env = setup::start(args.users, args.skew_steps, args.cache_for.as_deref())
+    let env = setup::start(args.users, args.skew_steps, args.cache_for)
         .context("starting slapd, Redis and otpgate serve")?;
     let server_pid = env.server.pid();
     println!(
@@ -286,12 +286,7 @@ fn lock(logins: &Mutex<Logins>) -> std::sync::MutexGuard<'_, Logins> {
 /// The FreeRADIUS baseline (rlm_ldap + rlm_totp) on a slapd of its own.
 async fn run_freeradius(args: &RadiusArgs) -> anyhow::Result<bool> {
     println!("== FreeRADIUS baseline (rlm_ldap search + bind, rlm_totp; no replay protection)");
-    let cache_for = parse_duration(
-        args.cache_for
-            .as_deref()
-            .unwrap_or(otpgate_config::DEFAULT_LDAP_CACHE_FOR),
-    )
-    .map_err(|e| anyhow::anyhow!("--cache-for: {e}"))?;
+    let cache_for = args.cache_for;
     let started = std::time::Instant::now();
     let mut env = setup::start_baseline(args.users, cache_for)
         .context("starting slapd and the FreeRADIUS baseline")?;

@@ -85,8 +85,8 @@ fn otp_only_client() -> String {
 }
 
 /// Starts slapd with `users` bulk users, Redis and `otpgate serve` (append mode, no
-/// reject delay, `skew_steps` as given, `[directory] cache_for` as given or the
-/// product's default), with a second, OTP-only client for [`OTP_ONLY_SOURCE`].
+/// reject delay, `skew_steps` as given, `[directory] cache_for` as given, which the
+/// server validates as it would any configuration), with a second, OTP-only client for [`OTP_ONLY_SOURCE`].
 ///
 /// # Errors
 ///
@@ -94,18 +94,18 @@ fn otp_only_client() -> String {
 pub fn start(
     users: usize,
     skew_steps: u32,
-    cache_for: Option<&str>,
+    cache_for: std::time::Duration,
 ) -> Result<Environment, SetupError> {
     let slapd = Slapd::start_with_bulk_users(users)?;
     let redis = Redis::start()?;
-    let mut config =
-        ConfigBuilder::new(&slapd)
-            .redis(&redis)
-            .set("totp", "skew_steps", &skew_steps.to_string());
-    if let Some(cache_for) = cache_for {
-        config = config.set("directory", "cache_for", &toml_string(cache_for));
-    }
-    let config = config
+    let config = ConfigBuilder::new(&slapd)
+        .redis(&redis)
+        .set("totp", "skew_steps", &skew_steps.to_string())
+        .set(
+            "directory",
+            "cache_for",
+            &toml_string(&format!("{}ms", cache_for.as_millis())),
+        )
         .extra(&radius_section("append", "0s"))
         .extra(&otp_only_client())
         .write()?;
